@@ -1,0 +1,68 @@
+"""The COCONUT curriculum as pure functions: which stage an epoch trains, and for a stage how many
+reasoning steps are dropped and how many continuous thoughts replace them.
+
+Stage k (k <= max_latent_stage) drops the first k steps and writes k * latents_per_step thoughts,
+as the official code does even when a sample has fewer than k steps. Beyond max_latent_stage every
+step is dropped and the thoughts are capped at min(n_steps, max_latent_stage) * latents_per_step,
+or max_latent_stage * latents_per_step with pad_latent_to_max. One rule serves training and
+evaluation. (The official evaluation caps at n_steps for every stage; for the final stage, the one
+papers report, both rules agree.)
+
+Names differ from the paper / official code in two places: latents_per_step is `c` / `c_thought`,
+stage_mix_prob is `uniform_prob`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+ALL_STEPS = 10**9  # "drop every step"
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    steps_dropped: int  # leading reasoning steps replaced (ALL_STEPS: every one)
+    thoughts: int  # thought positions written between the markers
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    epochs_per_stage: int = 1
+    max_latent_stage: int = 3
+    latents_per_step: int = 1
+    pad_latent_to_max: bool = False
+    stage_mix_prob: float = 0.0
+
+    def __post_init__(self):
+        for name in ("epochs_per_stage", "latents_per_step"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"curriculum.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_latent_stage < 0:
+            raise ValueError(f"curriculum.max_latent_stage must be >= 0, got {self.max_latent_stage}")
+        if not 0.0 <= self.stage_mix_prob <= 1.0:
+            raise ValueError(f"curriculum.stage_mix_prob must be in [0, 1], got {self.stage_mix_prob}")
+
+    @property
+    def final_stage(self) -> int:
+        """The first stage with no written steps left."""
+        return self.max_latent_stage + 1
+
+    def stage_for_epoch(self, epoch: int) -> int:
+        return min(epoch // self.epochs_per_stage, self.final_stage)
+
+    def first_epoch_of_stage(self, stage: int) -> int:
+        return stage * self.epochs_per_stage
+
+    def plan(self, stage: int, n_steps: int) -> StagePlan:
+        if stage <= self.max_latent_stage:
+            return StagePlan(steps_dropped=stage, thoughts=stage * self.latents_per_step)
+        cap = self.max_latent_stage if self.pad_latent_to_max else min(n_steps, self.max_latent_stage)
+        return StagePlan(steps_dropped=ALL_STEPS, thoughts=cap * self.latents_per_step)
+
+    def sample_stage(self, stage: int, n_steps: int, rng: random.Random) -> int:
+        """The stage one training sample uses: with probability stage_mix_prob a uniformly drawn
+        stage in 0..n_steps (the official `uniform_prob` mixing), else the scheduled one."""
+        if self.stage_mix_prob > 0 and rng.random() < self.stage_mix_prob:
+            return rng.randint(0, n_steps)
+        return stage

@@ -1,0 +1,50 @@
+"""Batches of variable-length sequences, padded so that continuous thoughts line up.
+
+Rows with thoughts are left-padded so that their first `<|latent|>` falls in the same column; the
+model then feeds thoughts back with one cached pass per column of the band for the whole batch.
+Rows without thoughts are not shifted. Everything is right-padded to the longest row:
+
+        col:  0 1 2 3 4 5 6 7 8 9 10 11
+      row 0:  q q q q S L L E t t t  <eos>
+      row 1:  . . q q S L L L E t <eos> .
+      row 2:  q q q t t t <eos> . . . .  .      (no thoughts)
+
+  `.` = pad: input pad id, label -100, attention 0, position 0. Positions restart at 0 at each
+  row's first real token, so padding never changes a row's numbers.
+
+Generation prompts are instead all left-padded so that every prompt ends in the last column.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _stack(rows: list[list[int]], left: list[int], width: int, fill: int) -> torch.Tensor:
+    return torch.tensor([[fill] * lp + r + [fill] * (width - lp - len(r)) for r, lp in zip(rows, left)])
+
+
+def _batch(input_ids: list[list[int]], left: list[int], pad_id: int, labels: list[list[int]] | None):
+    width = max(lp + len(r) for r, lp in zip(input_ids, left))
+    batch = {
+        "input_ids": _stack(input_ids, left, width, pad_id),
+        "attention_mask": _stack([[1] * len(r) for r in input_ids], left, width, 0),
+        "position_ids": _stack([list(range(len(r))) for r in input_ids], left, width, 0),
+    }
+    if labels is not None:
+        batch["labels"] = _stack(labels, left, width, -100)
+    return batch
+
+
+def collate_training(
+    input_ids: list[list[int]], labels: list[list[int]], latent_id: int, pad_id: int
+) -> dict[str, torch.Tensor]:
+    first = [r.index(latent_id) if latent_id in r else None for r in input_ids]
+    align = max((f for f in first if f is not None), default=0)
+    left = [align - f if f is not None else 0 for f in first]
+    return _batch(input_ids, left, pad_id, labels)
+
+
+def collate_prompts(prompts: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    longest = max(map(len, prompts))
+    return _batch(prompts, [longest - len(p) for p in prompts], pad_id, None)

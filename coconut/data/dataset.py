@@ -1,0 +1,73 @@
+"""Stage-aware datasets over tokenized samples: what one epoch of the curriculum trains on.
+
+`StageDataset` turns sample i into its stage-k sequence on access; with stage mixing (training
+only) a sample's
+stage is drawn from a generator seeded by (seed, epoch, i), so an epoch is reproducible and a
+resumed run sees the same draws. `PromptDataset` gives generation prompts for accuracy.
+"""
+
+from __future__ import annotations
+
+import random
+
+from torch.utils.data import Dataset
+
+from coconut.curriculum import Curriculum
+from coconut.data.records import Record
+from coconut.data.sequences import TokenizedSample, build_prompt, build_sequence
+from coconut.methods import Method
+from coconut.tokens import SpecialIds
+
+
+class StageDataset(Dataset):
+    def __init__(
+        self,
+        samples: list[TokenizedSample],
+        *,
+        stage: int,
+        method: Method,
+        curriculum: Curriculum,
+        ids: SpecialIds,
+        epoch: int = 0,
+        seed: int = 0,
+        mix_stages: bool = False,
+    ):
+        self.samples, self.stage, self.method, self.mix_stages = samples, stage, method, mix_stages
+        self.curriculum, self.ids, self.epoch, self.seed = curriculum, ids, epoch, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        stage = self.stage
+        if self.mix_stages and self.method.stage == "curriculum":
+            rng = random.Random(hash((self.seed, self.epoch, index)))
+            stage = self.curriculum.sample_stage(stage, len(sample.steps), rng)
+        sequence = build_sequence(sample, stage, self.method, self.curriculum, self.ids)
+        return {"input_ids": sequence.input_ids, "labels": sequence.labels}
+
+
+class PromptDataset(Dataset):
+    def __init__(
+        self,
+        records: list[Record],
+        samples: list[TokenizedSample],
+        *,
+        stage: int,
+        method: Method,
+        curriculum: Curriculum,
+        ids: SpecialIds,
+        n_thoughts: int | None = None,
+    ):
+        self.records, self.samples, self.stage, self.method = records, samples, stage, method
+        self.curriculum, self.ids, self.n_thoughts = curriculum, ids, n_thoughts
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        prompt = build_prompt(
+            self.samples[index], self.stage, self.method, self.curriculum, self.ids, self.n_thoughts
+        )
+        return {"prompt": prompt, "index": index}

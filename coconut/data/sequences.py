@@ -1,0 +1,83 @@
+"""Tokenized sample -> stage-k token sequence with its label mask (the official COCONUT format).
+
+    question "\n" | <|start-latent|> <|latent|> x n <|end-latent|> | steps[k:] each + "\n" | "### " answer <eos>
+    ---------------- label -100 (no loss) ---------------------------   ------------- loss --------------------
+
+Stage 0 of COCONUT keeps the markers with no thoughts between them; methods without markers (cot,
+no_cot) drop them. Pause-token methods write `<pause>` where COCONUT writes `<|latent|>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import chain
+
+from transformers import PreTrainedTokenizerBase
+
+from coconut.curriculum import Curriculum, StagePlan
+from coconut.data.records import Record
+from coconut.methods import Method
+from coconut.tokens import SpecialIds
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TokenizedSample:
+    question: list[int]
+    steps: list[list[int]]
+    answer: list[int]  # ends with eos
+
+
+def tokenize_record(record: Record, tokenizer: PreTrainedTokenizerBase) -> TokenizedSample:
+    # Parts are encoded separately (as the official code does) so that dropping a step never
+    # re-tokenizes its neighbours.
+    encode = tokenizer.encode
+    return TokenizedSample(
+        question=encode(record.question + "\n", add_special_tokens=True),
+        steps=[encode(step + "\n", add_special_tokens=False) for step in record.steps],
+        answer=encode("### " + record.answer, add_special_tokens=False) + [tokenizer.eos_token_id],
+    )
+
+
+@dataclass(frozen=True)
+class Sequence:
+    input_ids: list[int]
+    labels: list[int]
+    thoughts: int  # thought positions written (latent or pause)
+
+
+def stage_plan(method: Method, curriculum: Curriculum, stage: int, n_steps: int) -> StagePlan:
+    plan = curriculum.plan(method.stage_for(stage, curriculum.final_stage), n_steps)
+    return plan if method.thought != "none" else StagePlan(plan.steps_dropped, 0)
+
+
+def thought_span(method: Method, ids: SpecialIds, thoughts: int) -> list[int]:
+    filler = ids.latent if method.thought == "continuous" else ids.pause
+    span = [filler] * thoughts
+    return [ids.start_latent, *span, ids.end_latent] if method.markers else span
+
+
+def build_sequence(
+    sample: TokenizedSample, stage: int, method: Method, curriculum: Curriculum, ids: SpecialIds
+) -> Sequence:
+    """The training sequence of `sample` at `stage` (before any per-sample stage mixing)."""
+    plan = stage_plan(method, curriculum, stage, len(sample.steps))
+    prompt = sample.question + thought_span(method, ids, plan.thoughts)
+    text = list(chain.from_iterable(sample.steps[plan.steps_dropped :])) + sample.answer
+    return Sequence(prompt + text, [IGNORE] * len(prompt) + text, plan.thoughts)
+
+
+def build_prompt(
+    sample: TokenizedSample,
+    stage: int,
+    method: Method,
+    curriculum: Curriculum,
+    ids: SpecialIds,
+    n_thoughts: int | None = None,
+) -> list[int]:
+    """What generation starts from: the question and the thought span of `stage` (or exactly
+    `n_thoughts` thoughts, for inference-time scaling)."""
+    if n_thoughts is None:
+        n_thoughts = stage_plan(method, curriculum, stage, len(sample.steps)).thoughts
+    return sample.question + thought_span(method, ids, n_thoughts)

@@ -1,0 +1,59 @@
+"""Batched greedy generation through continuous thoughts, with a KV cache end to end.
+
+Prompts (question + thought span) come left-padded so that they all end in the last column
+(`coconut.data.collate.collate_prompts`). One call of `ContinuousThoughtLM.run` fills the cache over
+the prompt, feeding thoughts back; then each new token costs one single-position cached pass for the
+whole batch. Finished rows keep decoding into the void (their tokens are dropped) so that the batch
+stays rectangular; the loop stops when every row has emitted eos or `max_new_tokens` is reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from coconut.model import ContinuousThoughtLM
+
+
+@dataclass
+class Generation:
+    tokens: list[list[int]]  # generated ids per row, eos excluded
+    forward_passes: list[int]  # sequential model passes each row needed (prompt, thoughts, tokens)
+
+
+@torch.no_grad()
+def generate(
+    model: ContinuousThoughtLM,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    *,
+    eos_token_id: int,
+    max_new_tokens: int,
+) -> Generation:
+    batch = input_ids.shape[0]
+    hidden, cache = model.run(input_ids, attention_mask, position_ids)
+    next_token = model.logits(hidden[:, -1]).argmax(-1)  # (B,)
+    tokens = torch.empty(batch, 0, dtype=torch.long, device=input_ids.device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    lengths = torch.zeros(batch, dtype=torch.long, device=input_ids.device)
+    position = position_ids[:, -1:]
+    for _ in range(max_new_tokens):
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        finished |= next_token == eos_token_id
+        lengths += ~finished
+        if bool(finished.all()) or tokens.shape[1] == max_new_tokens:
+            break
+        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+        position = position + 1
+        hidden, cache = model.run(next_token[:, None], attention_mask, position, cache)
+        next_token = model.logits(hidden[:, -1]).argmax(-1)
+    generated = [row[:n].tolist() for row, n in zip(tokens, lengths.tolist())]
+    # A pass per thought column (each depends on the last), one for the prompt before and after
+    # them, and one per generated token after the first.
+    thoughts = (input_ids == model.latent_token_id).sum(1).tolist()
+    prompt_passes = [1 + t + (1 if t else 0) for t in thoughts]
+    emitted = torch.minimum(lengths + finished.long(), torch.tensor(tokens.shape[1])).tolist()
+    passes = [p + max(e - 1, 0) for p, e in zip(prompt_passes, emitted)]
+    return Generation(tokens=generated, forward_passes=passes)

@@ -1,0 +1,154 @@
+"""The continuous-thought wrapper around any Hugging Face causal LM (COCONUT, Hao et al. 2024,
+"Training Large Language Models to Reason in a Continuous Latent Space", arXiv:2412.06769).
+
+At every `<|latent|>` position the input embedding is replaced by the last-layer hidden state (the
+one the LM head reads) at the previous position, computed with all earlier replacements applied.
+Gradients flow through the replacement, so thoughts are trained end to end.
+
+How it is computed (equal to running the model one position at a time, but fast):
+the batch's latent positions lie in a band of columns [lo, hi] (the collator aligns them). We run
+  1. one pass over the prefix [0, lo) that fills a KV cache,
+  2. one single-column cached pass per column in the band, shared by the whole batch: a row whose
+     column is a latent takes the previous column's hidden state as input, the other rows their
+     token embedding,
+  3. one cached pass over the rest (hi, T).
+So the extra cost over a plain forward is (hi - lo + 1) small calls, not a per-position Python
+loop over the batch. This module has no Lightning or Hydra in it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import DynamicCache, PreTrainedModel
+
+
+@dataclass
+class ThoughtOutput:
+    logits: torch.Tensor  # (B, T, V)
+    hidden_states: torch.Tensor  # (B, T, D) last layer, after the final norm
+    loss: torch.Tensor | None = None
+    past_key_values: DynamicCache | None = None
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 at each row's first real token (left padding gets 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class ContinuousThoughtLM(nn.Module):
+    """Wraps `lm` (any `AutoModelForCausalLM`) so that `latent_token_id` positions carry thoughts.
+
+    `thought_projection` maps the hidden state to the next input embedding; the paper uses the
+    identity.
+    """
+
+    def __init__(self, lm: PreTrainedModel, latent_token_id: int, thought_projection: nn.Module | None = None):
+        super().__init__()
+        self.lm = lm
+        self.latent_token_id = latent_token_id
+        self.thought_projection = thought_projection or nn.Identity()
+        params = inspect.signature(self.decoder.forward).parameters
+        # Some architectures (e.g. ALiBi models like Bloom) take no position ids.
+        self._takes_position_ids = "position_ids" in params
+        self._logit_softcap = getattr(lm.config, "final_logit_softcapping", None)
+
+    @property
+    def config(self):
+        return self.lm.config
+
+    @property
+    def decoder(self) -> nn.Module:
+        # The decoder stack without the LM head: its last_hidden_state is post final-norm, which is
+        # what the head reads and what the paper feeds back. (A property, so that its parameters
+        # are not registered twice.)
+        return self.lm.base_model
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_input_embeddings()(input_ids)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.lm.get_output_embeddings()(hidden)
+        if self._logit_softcap:  # Gemma-2 style soft-capping, applied by its own LM head wrapper
+            logits = torch.tanh(logits / self._logit_softcap) * self._logit_softcap
+        return logits
+
+    def _decode(self, embeds, attention_mask, position_ids, cache) -> torch.Tensor:
+        kwargs = {"position_ids": position_ids} if self._takes_position_ids else {}
+        out = self.decoder(
+            inputs_embeds=embeds, attention_mask=attention_mask, past_key_values=cache, use_cache=True, **kwargs
+        )
+        return out.last_hidden_state
+
+    def run(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        cache: DynamicCache | None = None,
+    ) -> tuple[torch.Tensor, DynamicCache]:
+        """Hidden states (B, T, D) of `input_ids` with thoughts fed back, and the filled KV cache.
+
+        With `cache` given, `input_ids` continue the cached sequence and `attention_mask` covers
+        cache + new columns (the Hugging Face convention).
+        """
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask)[:, -input_ids.shape[1] :]
+        cache = cache if cache is not None else DynamicCache(config=self.lm.config)
+        past = cache.get_seq_length()
+        embeds = self.embed(input_ids)  # (B, T, D)
+        is_latent = input_ids == self.latent_token_id  # (B, T)
+        band = is_latent.any(0).nonzero().flatten()  # one host sync per batch
+        if band.numel() == 0:
+            return self._decode(embeds, attention_mask, position_ids, cache), cache
+        lo, hi = int(band[0]), int(band[-1])
+        if lo == 0:
+            raise ValueError(
+                "a <|latent|> token cannot start a (continued) sequence: its thought is the hidden state "
+                "of the position before it"
+            )
+        chunks = [self._decode(embeds[:, :lo], attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
+        previous = chunks[-1][:, -1:]  # (B, 1, D)
+        for t in range(lo, hi + 1):
+            thought = self.thought_projection(previous)  # (B, 1, D)
+            step_input = torch.where(is_latent[:, t, None, None], thought, embeds[:, t : t + 1])
+            previous = self._decode(
+                step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache
+            )
+            chunks.append(previous)
+        if hi + 1 < input_ids.shape[1]:
+            chunks.append(self._decode(embeds[:, hi + 1 :], attention_mask, position_ids[:, hi + 1 :], cache))
+        return torch.cat(chunks, dim=1), cache
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> ThoughtOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden, cache = self.run(input_ids, attention_mask, position_ids)
+        logits = self.logits(hidden)
+        loss = None
+        if labels is not None:
+            # Next-token loss: the logits at t predict the label at t + 1. A pad column predicts
+            # nothing (a left-padded row's first token has no real position before it).
+            targets = labels[:, 1:].masked_fill(attention_mask[:, :-1] == 0, -100)
+            loss = nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100
+            )
+        return ThoughtOutput(logits=logits, hidden_states=hidden, loss=loss, past_key_values=cache)
+
+    @staticmethod
+    def thoughts(input_ids: torch.Tensor, hidden_states: torch.Tensor, latent_token_id: int) -> list[torch.Tensor]:
+        """The continuous thoughts each row consumed, in order: a list of (n_i, D) tensors.
+
+        A thought is the hidden state one column before its `<|latent|>` position.
+        """
+        is_latent = input_ids == latent_token_id  # (B, T)
+        return [hidden_states[b, is_latent[b].nonzero().flatten() - 1] for b in range(input_ids.shape[0])]

@@ -1,0 +1,136 @@
+"""Benchmark: a stage-3 COCONUT training step against a plain teacher-forced step of the same base
+model on the same token sequences (forward + backward + AdamW), measured interleaved in one process.
+
+    python scripts/bench_train_step.py [--repeats 10] [--threads 2]
+
+Prints, per model, the median step time of each and their ratio (target <= 1.3x), and the ratio of
+peak memory (target <= 1.2x): on CUDA the allocator's peak; on CPU, where torch keeps no allocator
+statistics, the weights and optimizer state plus the peak of the step's allocations as the profiler
+records them.
+Sequences look like GSM8K-Aug at stage 3 with c=2: a 40-80 token question, <|start-latent|>,
+6 thoughts, <|end-latent|>, then 10-30 tokens of remaining steps and answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from coconut.data.collate import collate_training
+from coconut.model import ContinuousThoughtLM
+
+MODELS = {  # name: (layers, width, heads, batch, vocabulary)
+    "tiny GPT-2 (4x256), GPT-2 vocabulary": (4, 256, 4, 32, 50257),
+    "tiny GPT-2 (4x256), quickstart vocabulary": (4, 256, 4, 32, 300),
+    "GPT-2-small size (12x768)": (12, 768, 12, 8, 50257),
+}
+THOUGHTS = 6
+
+
+def make_batch(batch: int, vocab: int, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    latent, start, end = vocab - 1, vocab - 2, vocab - 3
+    rows = []
+    for _ in range(batch):
+        question = [rng.randrange(vocab - 3) for _ in range(rng.randint(40, 80))]
+        rest = [rng.randrange(vocab - 3) for _ in range(rng.randint(10, 30))]
+        rows.append(question + [start] + [latent] * THOUGHTS + [end] + rest)
+    labels = [[-100] * (r.index(end) + 1) + r[r.index(end) + 1 :] for r in rows]
+    return collate_training(rows, labels, latent, pad_id=0) | {"latent": latent}
+
+
+def cpu_peak_bytes(step, persistent: int) -> int:
+    """Peak memory of one CPU step: what lives between steps (`persistent`: weights, optimizer
+    state) plus the highest running total of the allocations the profiler sees during the step."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    # Each op's own allocations net of its own frees; frees outside any op are "[memory]" events.
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    running = peak = 0
+    for event in events:
+        running += event.self_cpu_memory_usage
+        peak = max(peak, running)
+    return persistent + peak
+
+
+def bench(name: str, layers: int, width: int, heads: int, batch_size: int, vocab: int, repeats: int, device: str):
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_layer=layers, n_embd=width, n_head=heads, n_positions=256))
+    lm.to(device).train()
+    model = ContinuousThoughtLM(lm, latent_token_id=vocab - 1)
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-4)
+    b = make_batch(batch_size, vocab)
+    ids, mask, pos, labels = (b[k].to(device) for k in ("input_ids", "attention_mask", "position_ids", "labels"))
+
+    def coconut_step():
+        loss = model(ids, mask, pos, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def plain_step():  # the same tokens, latent ids read as ordinary tokens
+        loss = lm(input_ids=ids, attention_mask=mask, position_ids=pos, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def timed(step) -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(3):  # warm-up
+        plain_step(), coconut_step()
+    times = {"plain": [], "coconut": []}
+    for _ in range(repeats):  # interleaved, so drift hits both alike
+        times["plain"].append(timed(plain_step))
+        times["coconut"].append(timed(coconut_step))
+    plain, coconut = statistics.median(times["plain"]), statistics.median(times["coconut"])
+
+    if device == "cuda":
+        peaks = {}
+        for label, step in (("plain", plain_step), ("coconut", coconut_step)):
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            peaks[label] = torch.cuda.max_memory_allocated()
+        memory = ("peak allocated", peaks["plain"], peaks["coconut"])
+    else:
+        persistent = sum(t.numel() * t.element_size() for t in lm.parameters())
+        persistent += sum(
+            v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v)
+        )
+        memory = ("peak", cpu_peak_bytes(plain_step, persistent), cpu_peak_bytes(coconut_step, persistent))
+    kind, mem_plain, mem_coconut = memory
+    print(
+        f"{name:45s} batch {batch_size:2d} | step plain {plain * 1e3:7.1f} ms  coconut {coconut * 1e3:7.1f} ms  "
+        f"ratio {coconut / plain:.2f}x | {kind} plain {mem_plain / 2**20:7.1f} MiB  coconut "
+        f"{mem_coconut / 2**20:7.1f} MiB  ratio {mem_coconut / mem_plain:.2f}x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--only", default=None, help="run only models whose name contains this")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {THOUGHTS} thoughts/sample")
+    for name, spec in MODELS.items():
+        if args.only is None or args.only in name:
+            bench(name, *spec, repeats=args.repeats, device=device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Batched greedy generation through thoughts equals generating each prompt alone."""
+
+import torch
+from conftest import tiny_lm
+
+from coconut.data.collate import collate_prompts
+from coconut.generation import generate
+from coconut.model import ContinuousThoughtLM
+
+LATENT, START, END, EOS = 61, 62, 63, 0
+
+PROMPTS = [
+    [5, 6, 7, 8, START, LATENT, LATENT, LATENT, END],
+    [5, 6, START, LATENT, END],
+    [7, 8, 9, 10, 11, 12, START, END],
+    [9, 10, 11],  # no thoughts at all (CoT / No-CoT)
+]
+
+
+def greedy_without_cache(model: ContinuousThoughtLM, prompt: list[int], steps: int) -> list[int]:
+    """Reference: recompute the whole sequence for every new token (the official code's way)."""
+    ids = list(prompt)
+    for _ in range(steps):
+        nxt = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+        if nxt == EOS:
+            break
+        ids.append(nxt)
+    return ids[len(prompt):]
+
+
+def test_batched_generation_equals_one_at_a_time(family):
+    model = ContinuousThoughtLM(tiny_lm(family, seed=3), LATENT).eval()
+    batch = collate_prompts(PROMPTS, pad_id=EOS)
+    out = generate(model, batch["input_ids"], batch["attention_mask"], batch["position_ids"], eos_token_id=EOS, max_new_tokens=12)
+    for prompt, tokens in zip(PROMPTS, out.tokens):
+        assert tokens == greedy_without_cache(model, prompt, 12)
+        single = collate_prompts([prompt], pad_id=EOS)
+        alone = generate(model, single["input_ids"], single["attention_mask"], single["position_ids"], eos_token_id=EOS, max_new_tokens=12)
+        assert alone.tokens[0] == tokens
+
+
+def test_generation_stops_at_eos_and_counts_passes():
+    lm = tiny_lm("gpt2", seed=1).eval()
+    with torch.no_grad():  # make eos the only possible next token after the prompt
+        lm.lm_head.weight.zero_()
+        lm.lm_head.weight[EOS] = 1.0
+        lm.transformer.ln_f.bias.fill_(1.0)
+        lm.transformer.ln_f.weight.zero_()
+    model = ContinuousThoughtLM(lm, LATENT)
+    batch = collate_prompts(PROMPTS[:2], pad_id=EOS)
+    out = generate(model, batch["input_ids"], batch["attention_mask"], batch["position_ids"], eos_token_id=EOS, max_new_tokens=8)
+    assert out.tokens == [[], []]
+    # prefix pass + one per thought + the pass after them; eos needs no further pass
+    assert out.forward_passes == [1 + 3 + 1, 1 + 1 + 1]

@@ -1,0 +1,76 @@
+"""The continuous-thought forward against a plain step-by-step computation (the definition)."""
+
+import torch
+from conftest import tiny_lm
+
+from coconut.data.collate import collate_training
+from coconut.model import ContinuousThoughtLM
+
+LATENT, START, END, PAD = 61, 62, 63, 0
+
+
+def step_by_step(lm, ids: list[int]) -> torch.Tensor:
+    """Logits of one unpadded sequence, each latent input set to the last hidden state before it,
+    recomputing the whole prefix every time: slow and obviously right."""
+    table = lm.get_input_embeddings().weight
+    inputs = []
+    for token in ids:
+        if token == LATENT:
+            inputs.append(lm.base_model(inputs_embeds=torch.stack(inputs)[None]).last_hidden_state[0, -1])
+        else:
+            inputs.append(table[token])
+    return lm(inputs_embeds=torch.stack(inputs)[None]).logits[0]
+
+
+ROWS = [  # different question lengths, latent counts (0 to 3) and tail lengths
+    [5, 6, 7, 8, START, LATENT, LATENT, LATENT, END, 9, 10, 11],
+    [5, 6, START, LATENT, END, 12, 13, 14, 15, 16, 17, 18, 19],
+    [7, 8, 9, 10, 11, 12, START, LATENT, LATENT, END, 20],
+    [5, 6, 7, START, END, 21, 22, 23],
+    [8, 9, 10, 24, 25],
+]
+
+
+def test_thought_forward_equals_step_by_step_on_a_padded_batch(family):
+    lm = tiny_lm(family).eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    logits = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"]).logits
+    for row, ids in enumerate(ROWS):
+        start = int(batch["attention_mask"][row].argmax())  # first real column
+        torch.testing.assert_close(logits[row, start : start + len(ids)], step_by_step(lm, ids), atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_equal_step_by_step(family):
+    lm = tiny_lm(family).eval()  # dropout off; gradients still flow
+    model = ContinuousThoughtLM(lm, LATENT)
+    batch = collate_training(ROWS[:2], ROWS[:2], LATENT, PAD)
+    model(batch["input_ids"], batch["attention_mask"], batch["position_ids"], labels=batch["labels"]).loss.backward()
+    batched = {n: p.grad.clone() for n, p in lm.named_parameters()}
+    lm.zero_grad()
+    # The same mean token loss, computed row by row step by step.
+    total, count = 0.0, 0
+    for ids in ROWS[:2]:
+        logits = step_by_step(lm, ids)
+        target = torch.tensor(ids[1:])
+        total = total + torch.nn.functional.cross_entropy(logits[:-1], target, reduction="sum")
+        count += len(ids) - 1
+    (total / count).backward()
+    for name, param in lm.named_parameters():
+        torch.testing.assert_close(batched[name], param.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_without_latents_it_is_the_base_model(family):
+    lm = tiny_lm(family).eval()
+    ids = torch.tensor([ROWS[4]])
+    torch.testing.assert_close(ContinuousThoughtLM(lm, LATENT)(ids).logits, lm(ids).logits, atol=0, rtol=0)
+
+
+def test_thoughts_are_the_hidden_states_before_latents(family):
+    lm = tiny_lm(family).eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    ids = torch.tensor([ROWS[0]])
+    out = model(ids)
+    thoughts = model.thoughts(ids, out.hidden_states, LATENT)[0]  # (3, D)
+    assert thoughts.shape == (3, lm.config.hidden_size)
+    torch.testing.assert_close(thoughts[0], lm.base_model(ids[:, :5]).last_hidden_state[0, -1])
