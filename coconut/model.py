@@ -115,9 +115,7 @@ class ContinuousThoughtLM(nn.Module):
         for t in range(lo, hi + 1):
             thought = self.thought_projection(previous)  # (B, 1, D)
             step_input = torch.where(is_latent[:, t, None, None], thought, embeds[:, t : t + 1])
-            previous = self._decode(
-                step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache
-            )
+            previous = self._decode(step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache)
             chunks.append(previous)
         if hi + 1 < input_ids.shape[1]:
             chunks.append(self._decode(embeds[:, hi + 1 :], attention_mask, position_ids[:, hi + 1 :], cache))

@@ -25,17 +25,26 @@ def greedy_without_cache(model: ContinuousThoughtLM, prompt: list[int], steps: i
         if nxt == EOS:
             break
         ids.append(nxt)
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 def test_batched_generation_equals_one_at_a_time(family):
     model = ContinuousThoughtLM(tiny_lm(family, seed=3), LATENT).eval()
     batch = collate_prompts(PROMPTS, pad_id=EOS)
-    out = generate(model, batch["input_ids"], batch["attention_mask"], batch["position_ids"], eos_token_id=EOS, max_new_tokens=12)
+    out = generate(
+        model, batch["input_ids"], batch["attention_mask"], batch["position_ids"], eos_token_id=EOS, max_new_tokens=12
+    )
     for prompt, tokens in zip(PROMPTS, out.tokens):
         assert tokens == greedy_without_cache(model, prompt, 12)
         single = collate_prompts([prompt], pad_id=EOS)
-        alone = generate(model, single["input_ids"], single["attention_mask"], single["position_ids"], eos_token_id=EOS, max_new_tokens=12)
+        alone = generate(
+            model,
+            single["input_ids"],
+            single["attention_mask"],
+            single["position_ids"],
+            eos_token_id=EOS,
+            max_new_tokens=12,
+        )
         assert alone.tokens[0] == tokens
 
 
@@ -48,7 +57,9 @@ def test_generation_stops_at_eos_and_counts_passes():
         lm.transformer.ln_f.weight.zero_()
     model = ContinuousThoughtLM(lm, LATENT)
     batch = collate_prompts(PROMPTS[:2], pad_id=EOS)
-    out = generate(model, batch["input_ids"], batch["attention_mask"], batch["position_ids"], eos_token_id=EOS, max_new_tokens=8)
+    out = generate(
+        model, batch["input_ids"], batch["attention_mask"], batch["position_ids"], eos_token_id=EOS, max_new_tokens=8
+    )
     assert out.tokens == [[], []]
     # prefix pass + one per thought + the pass after them; eos needs no further pass
     assert out.forward_passes == [1 + 3 + 1, 1 + 1 + 1]

@@ -97,7 +97,9 @@ def test_stage_mixing_draws_stages_from_zero_to_n_steps():
     assert {Curriculum().sample_stage(1, 3, rng) for _ in range(50)} == {1}
 
 
-@pytest.mark.parametrize("field,value", [("epochs_per_stage", 0), ("latents_per_step", 0), ("max_latent_stage", -1), ("stage_mix_prob", 1.5)])
+@pytest.mark.parametrize(
+    "field,value", [("epochs_per_stage", 0), ("latents_per_step", 0), ("max_latent_stage", -1), ("stage_mix_prob", 1.5)]
+)
 def test_bad_curriculum_values_are_named(field, value):
     with pytest.raises(ValueError, match=f"curriculum.{field}"):
         Curriculum(**{field: value})

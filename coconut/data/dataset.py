@@ -67,7 +67,5 @@ class PromptDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        prompt = build_prompt(
-            self.samples[index], self.stage, self.method, self.curriculum, self.ids, self.n_thoughts
-        )
+        prompt = build_prompt(self.samples[index], self.stage, self.method, self.curriculum, self.ids, self.n_thoughts)
         return {"prompt": prompt, "index": index}

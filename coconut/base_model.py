@@ -1,0 +1,86 @@
+"""The base causal LM and its tokenizer: a Hugging Face id or local folder (pretrained), or a
+config built from scratch with a tokenizer trained on the run's own data (digits split).
+
+Either way the COCONUT special tokens are added and the embedding matrix grown to fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from coconut.tokenizer import build_tokenizer
+from coconut.tokens import SpecialIds, add_special_tokens, resize_and_init_embeddings
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+def load_pretrained(name_or_path: str, dtype: str = "float32") -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        lm = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype))
+    except OSError as error:
+        raise ModelLoadError(
+            f"could not load model.pretrained={name_or_path!r}: {error}\n"
+            "Fix: give a local folder saved with save_pretrained, or a Hugging Face id on a machine that "
+            "can reach the hub (set HF_HUB_OFFLINE=1 to use only the local cache)."
+        ) from error
+    return tokenizer, lm
+
+
+def build_from_scratch(
+    architecture: dict, texts: Iterable[str], vocab_size: int, dtype: str = "float32"
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """A tokenizer trained on `texts`, then a randomly initialised model sized to it."""
+    tokenizer = build_tokenizer(texts, vocab_size=vocab_size)
+    add_special_tokens(tokenizer)
+    architecture = dict(architecture)
+    model_type = architecture.pop("model_type")
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **architecture,
+    )
+    lm = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    return tokenizer, lm
+
+
+def load_base_model(model_cfg, texts: Iterable[str]) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, SpecialIds]:
+    """`model_cfg` has `pretrained` (id or folder) or `architecture` (an HF config dict with
+    `model_type`); `tokenizer_vocab_size` sizes a from-scratch tokenizer."""
+    if model_cfg.get("pretrained"):
+        tokenizer, lm = load_pretrained(model_cfg.pretrained, model_cfg.get("dtype", "float32"))
+    elif model_cfg.get("architecture"):
+        tokenizer, lm = build_from_scratch(
+            model_cfg.architecture, texts, model_cfg.tokenizer_vocab_size, model_cfg.get("dtype", "float32")
+        )
+    else:
+        raise ModelLoadError("set model.pretrained (an id or folder) or model.architecture (a config to build)")
+    ids = add_special_tokens(tokenizer)
+    resize_and_init_embeddings(lm, tokenizer)
+    lm.config.pad_token_id = tokenizer.pad_token_id
+    n_params = sum(p.numel() for p in lm.parameters())
+    log.info("base model %s: %.2fM parameters, vocabulary %d", lm.config.model_type, n_params / 1e6, len(tokenizer))
+    return tokenizer, lm, ids
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)

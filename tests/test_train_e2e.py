@@ -1,0 +1,84 @@
+"""End to end: coconut-train on tiny configs through two stages, outputs on disk, and resume."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from coconut.train import CONFIG_DIR, train
+
+
+def tiny_cfg(output_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=["debug=fast", f"paths.output_dir={output_dir}", "curriculum.max_latent_stage=1", *overrides],
+        )
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_two_stages_write_tensorboard_checkpoints_and_tokenizer(tmp_path):
+    metrics = train(tiny_cfg(tmp_path, "trainer.max_epochs=2"))
+    logged = scalars(tmp_path)
+    for tag in ("train/loss", "val/loss", "val/acc", "val/tokens_per_answer", "curriculum/stage", "test/acc"):
+        assert tag in logged, f"{tag} missing from TensorBoard; have {sorted(logged)}"
+    assert [value for _, value in logged["curriculum/stage"]] == [0.0, 1.0]
+    assert 0.0 <= metrics["val/acc"] <= 1.0
+    checkpoints = {p.name for p in (tmp_path / "checkpoints").iterdir()}
+    assert {"last.ckpt", "stage0-best.ckpt", "stage1-best.ckpt"} <= checkpoints
+    assert not any(name.endswith(".partial") for name in checkpoints)
+    assert (tmp_path / "tokenizer" / "tokenizer.json").exists()
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 2 * 2 and "tokenizer_files" in saved["coconut"]  # 2 epochs x 2 batches
+
+
+def test_resume_from_last_checkpoint_continues_at_the_right_stage(tmp_path):
+    first = tmp_path / "first"
+    train(tiny_cfg(first, "trainer.max_epochs=1", "test=false"))
+    assert [v for _, v in scalars(first)["curriculum/stage"]] == [0.0]
+    resumed = tmp_path / "resumed"
+    train(tiny_cfg(resumed, "trainer.max_epochs=3", "test=false", f"ckpt_path={first}/checkpoints/last.ckpt"))
+    # Epochs 1 and 2 ran after the resume: stage 1, then the final stage (max_latent_stage + 1).
+    assert [v for _, v in scalars(resumed)["curriculum/stage"]] == [1.0, 2.0]
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3 * 2
+
+
+def test_llama_and_baseline_methods_train(tmp_path):
+    for i, overrides in enumerate(
+        [
+            ("model=llama_tiny", "model.architecture.hidden_size=32", "model.architecture.num_hidden_layers=1"),
+            ("method=cot",),
+            ("method=no_cot",),
+        ]
+    ):
+        metrics = train(tiny_cfg(tmp_path / str(i), "trainer.max_epochs=1", "test=false", *overrides))
+        assert "val/acc" in metrics
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_cli_runs_and_sweeps_into_separate_folders(tmp_path, multirun):
+    args = [
+        "debug=fast",
+        "trainer.max_epochs=1",
+        "test=false",
+        f"hydra.run.dir={tmp_path}/run",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
+    if multirun:
+        args = ["-m", *args, "curriculum.c_thought=1,2"]
+    done = subprocess.run([sys.executable, "-m", "coconut.train", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [tmp_path / "sweep" / "0", tmp_path / "sweep" / "1"] if multirun else [tmp_path / "run"]
+    for run in runs:
+        assert (run / "checkpoints" / "last.ckpt").exists()
+        assert (run / ".hydra" / "config.yaml").exists()
+        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
