@@ -19,13 +19,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from coconut.errors import UserInputError
 from coconut.tokenizer import build_tokenizer
 from coconut.tokens import SpecialIds, add_special_tokens, resize_and_init_embeddings
 
 log = logging.getLogger(__name__)
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserInputError, RuntimeError):
     pass
 
 

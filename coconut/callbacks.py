@@ -10,6 +10,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
 from coconut.curriculum import Curriculum
+from coconut.errors import ConfigError
 from coconut.methods import Method
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class CurriculumCallback(L.Callback):
 
     def __init__(self, curriculum: Curriculum, method: Method, reset_optimizer: str = "stage_change"):
         if reset_optimizer not in ("never", "stage_change", "every_epoch"):
-            raise ValueError(
+            raise ConfigError(
                 f"curriculum.reset_optimizer must be never, stage_change or every_epoch, got {reset_optimizer!r}"
             )
         self.curriculum, self.method, self.reset_optimizer = curriculum, method, reset_optimizer

@@ -17,6 +17,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from coconut.errors import ConfigError
+
 ALL_STEPS = 10**9  # "drop every step"
 
 
@@ -37,11 +39,11 @@ class Curriculum:
     def __post_init__(self):
         for name in ("epochs_per_stage", "latents_per_step"):
             if getattr(self, name) < 1:
-                raise ValueError(f"curriculum.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"curriculum.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_latent_stage < 0:
-            raise ValueError(f"curriculum.max_latent_stage must be >= 0, got {self.max_latent_stage}")
+            raise ConfigError(f"curriculum.max_latent_stage must be >= 0, got {self.max_latent_stage}")
         if not 0.0 <= self.stage_mix_prob <= 1.0:
-            raise ValueError(f"curriculum.stage_mix_prob must be in [0, 1], got {self.stage_mix_prob}")
+            raise ConfigError(f"curriculum.stage_mix_prob must be in [0, 1], got {self.stage_mix_prob}")
 
     @property
     def final_stage(self) -> int:

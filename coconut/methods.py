@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from coconut.errors import ConfigError
+
 ThoughtKind = Literal["continuous", "pause", "none"]
 StageRule = Literal["curriculum", "zero", "final"]
 
@@ -25,9 +27,9 @@ class Method:
 
     def __post_init__(self):
         if self.thought not in ("continuous", "pause", "none"):
-            raise ValueError(f"method.thought must be continuous, pause or none, got {self.thought!r}")
+            raise ConfigError(f"method.thought must be continuous, pause or none, got {self.thought!r}")
         if self.stage not in ("curriculum", "zero", "final"):
-            raise ValueError(f"method.stage must be curriculum, zero or final, got {self.stage!r}")
+            raise ConfigError(f"method.stage must be curriculum, zero or final, got {self.stage!r}")
 
     def stage_for(self, scheduled: int, final_stage: int) -> int:
         return {"curriculum": scheduled, "zero": 0, "final": final_stage}[self.stage]

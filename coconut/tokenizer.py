@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from coconut.errors import ConfigError
+
 EOS = "<|endoftext|>"
 # Every byte is in the base alphabet, so the vocabulary must hold all 256 plus the special token.
 MIN_VOCAB_SIZE = 257
@@ -24,7 +26,10 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
     the same order give the same tokenizer. `vocab_size` counts the 256 bytes and `<|endoftext|>`;
     it is an upper bound (a small corpus may have fewer merges to make)."""
     if vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size={vocab_size} is below {MIN_VOCAB_SIZE} (256 bytes + {EOS})")
+        raise ConfigError(
+            f"model.tokenizer_vocab_size={vocab_size} is below {MIN_VOCAB_SIZE} (256 bytes + {EOS}); "
+            f"set it to {MIN_VOCAB_SIZE} or more"
+        )
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [

@@ -8,6 +8,7 @@ coconut-train -m curriculum.c_thought=1,2 seed=0,1,2   # a sweep, one output fol
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,7 @@ from coconut.callbacks import CurriculumCallback, StageBestCheckpoint
 from coconut.curriculum import Curriculum
 from coconut.data.splits import load_splits
 from coconut.datamodule import CoconutDataModule
+from coconut.errors import UserInputError
 from coconut.lit_module import CoconutLitModule
 from coconut.methods import Method
 from coconut.model import ContinuousThoughtLM
@@ -112,7 +114,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    try:
+        train(cfg)
+    except UserInputError as error:
+        # The user's input is wrong: say what and how to fix it, without a traceback.
+        log.error("%s", error)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

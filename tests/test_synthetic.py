@@ -39,7 +39,7 @@ def test_arithmetic_steps_recompute_and_chain(num_steps, operand_max):
         for match in parsed:
             left, op, right, result = int(match[1]), match[2], int(match[3]), int(match[4])
             assert _evaluate(left, op, right) == result
-            assert 0 < result <= 999
+            assert 0 < result <= 99  # the default result_max
             assert right <= operand_max
             if previous is None:
                 operands += [left, right]

@@ -82,3 +82,38 @@ def test_cli_runs_and_sweeps_into_separate_folders(tmp_path, multirun):
         assert (run / "checkpoints" / "last.ckpt").exists()
         assert (run / ".hydra" / "config.yaml").exists()
         assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_pretrained_model_from_a_local_folder(tmp_path):
+    """model.pretrained= takes a folder written by save_pretrained (how hub models arrive offline)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from coconut.data.synthetic import generate_arithmetic
+    from coconut.tokenizer import build_tokenizer
+
+    folder = tmp_path / "tiny-gpt2"
+    tokenizer = build_tokenizer((r.question for r in generate_arithmetic(200)), vocab_size=300)
+    tokenizer.save_pretrained(folder)
+    config = GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=32, n_head=2, n_positions=256)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    metrics = train(tiny_cfg(tmp_path / "run", "model=gpt2", f"model.pretrained={folder}", "trainer.max_epochs=1"))
+    assert "val/acc" in metrics
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    # The four COCONUT tokens were added to the 300-entry vocabulary and the embeddings grown to fit.
+    assert saved["coconut"]["model_config"]["vocab_size"] == len(tokenizer) + 4
+
+
+def test_bad_input_gets_one_clear_line_not_a_traceback(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"question": "q", "steps": ["a"], "answer": "1"}, {"question": "q", "steps": "a", "answer": "1"}]')
+    args = ["debug=fast", "data=files", f"data.train_path={bad}", f"data.val_path={bad}", f"data.test_path={bad}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "coconut.train", *args, f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    output = done.stdout + done.stderr
+    assert "bad.json" in output and "record 1" in output and "'steps'" in output
+    assert "Traceback" not in output

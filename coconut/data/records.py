@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from coconut.errors import UserInputError
 
-class DataError(ValueError):
+
+class DataError(UserInputError, ValueError):
     """A data file that breaks the contract. The message names the file, the record (0-based
     index, plus the 1-based line for line-based files), the field, what is wrong and the fix.
 

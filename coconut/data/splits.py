@@ -10,11 +10,12 @@ from hydra.utils import instantiate
 
 from coconut.data.records import Record
 from coconut.data.sources import load_records
+from coconut.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 
 
-class DataConfigError(ValueError):
+class DataConfigError(ConfigError):
     pass
 
 

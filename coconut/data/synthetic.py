@@ -17,10 +17,13 @@ import random
 
 from coconut.data.records import Record
 from coconut.data.sources import parse_icot_line
+from coconut.errors import ConfigError
 
 GENERATED = "<generated>"
-# Intermediate results stay within three digits: small models and short sequences.
-RESULT_MAX = 999
+# The default bound on every intermediate result: two digits keep each step a one-lookup fact
+# (2-digit +- 1-digit, or a product <= 99) that a small model learns fast, while answering without
+# the steps still needs every one of them composed in a single pass.
+RESULT_MAX = 99
 
 _NAMES = ("Ann", "Ben", "Cal", "Dora", "Eve", "Finn", "Gia", "Hal", "Ivy", "Jo", "Kai", "Lea", "Max", "Nia")
 _PRONOUN = {
@@ -51,47 +54,50 @@ def _apply(op: str, left: int, right: int) -> int:
     return left + right if op == "+" else left - right if op == "-" else left * right
 
 
-def _allowed(left: int, right: int) -> list[str]:
-    """Operations that keep the result a positive integer no larger than RESULT_MAX."""
+def _allowed(left: int, right: int, result_max: int) -> list[str]:
+    """Operations that keep the result a positive integer no larger than `result_max`."""
     ops = []
-    if left + right <= RESULT_MAX:
+    if left + right <= result_max:
         ops.append("+")
     if right < left:  # strictly: a zero total would make every later step trivial
         ops.append("-")
-    if right >= 2 and left * right <= RESULT_MAX:  # x1 is no step at all
+    if right >= 2 and left * right <= result_max:  # x1 is no step at all
         ops.append("*")
     return ops
 
 
-def generate_arithmetic(n: int, *, num_steps: int = 4, operand_max: int = 9, seed: int = 0) -> list[Record]:
-    """`n` word problems of `num_steps` chained operations on operands in 1..operand_max.
+def generate_arithmetic(
+    n: int, *, num_steps: int = 4, operand_max: int = 9, result_max: int = RESULT_MAX, seed: int = 0
+) -> list[Record]:
+    """`n` word problems of `num_steps` chained operations on operands in 1..operand_max, every
+    intermediate result in 1..result_max.
 
     Example (num_steps=3): "Ann has 3 boxes of 4 pens. She gives away 5. Then the number grows 2
     times. How many pens does Ann have now?" -> steps `<<3*4=12>> <<12-5=7>> <<7*2=14>>`, answer "14".
     """
-    if n < 0 or num_steps < 1 or not 2 <= operand_max <= RESULT_MAX // 2:
-        raise ValueError(
-            f"need n >= 0, num_steps >= 1, 2 <= operand_max <= {RESULT_MAX // 2}; "
-            f"got {n=}, {num_steps=}, {operand_max=}"
+    if n < 0 or num_steps < 1 or not 2 <= operand_max <= result_max // 2:
+        raise ConfigError(
+            f"data.generator needs n >= 0, num_steps >= 1, 2 <= operand_max <= result_max // 2; "
+            f"got {n=}, {num_steps=}, {operand_max=}, {result_max=}"
         )
     rng = random.Random(seed)
-    return [_arithmetic_problem(rng, num_steps, operand_max) for _ in range(n)]
+    return [_arithmetic_problem(rng, num_steps, operand_max, result_max) for _ in range(n)]
 
 
-def _arithmetic_problem(rng: random.Random, num_steps: int, operand_max: int) -> Record:
+def _arithmetic_problem(rng: random.Random, num_steps: int, operand_max: int, result_max: int) -> Record:
     name, items = rng.choice(_NAMES), rng.choice(_ITEMS)
     pronoun = _PRONOUN[name]
     a, b = rng.randint(1, operand_max), rng.randint(1, operand_max)
     # `+` is always allowed here (a + b <= 2 * operand_max), so the choice is never empty;
     # `*` also needs a >= 2 ("1 boxes of ..." reads badly).
-    op = rng.choice([o for o in _allowed(a, b) if o != "*" or a >= 2])
+    op = rng.choice([o for o in _allowed(a, b, result_max) if o != "*" or a >= 2])
     total = _apply(op, a, b)
     sentences = [rng.choice(_FIRST[op]).format(name=name, a=a, b=b, items=items)]
     steps = [f"<<{a}{op}{b}={total}>>"]
     for _ in range(num_steps - 1):
         x = rng.randint(1, operand_max)
-        # Never empty: x < total allows `-`, else total + x <= 2 * operand_max <= RESULT_MAX allows `+`.
-        op = rng.choice(_allowed(total, x))
+        # Never empty: x < total allows `-`, else total + x <= 2 * operand_max <= result_max allows `+`.
+        op = rng.choice(_allowed(total, x, result_max))
         result = _apply(op, total, x)
         template = rng.choice(_NEXT[op])
         sentences.append(template.format(p=pronoun, p_low=pronoun.lower(), o=_OBJECT[pronoun], x=x))
