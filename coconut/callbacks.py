@@ -32,7 +32,7 @@ class CurriculumCallback(L.Callback):
         self.curriculum, self.method, self.reset_optimizer = curriculum, method, reset_optimizer
 
     def stage(self, epoch: int) -> int:
-        return self.method.stage_for(self.curriculum.stage_for_epoch(epoch), self.curriculum.final_stage)
+        return self.method.stage_at_epoch(self.curriculum, epoch)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -61,14 +61,14 @@ class StageBestCheckpoint(L.Callback):
 
     def __init__(self, dirpath: str, curriculum: Curriculum, method: Method, monitor: str = "val/acc"):
         self.dirpath, self.monitor = Path(dirpath), monitor
-        self.stage_of = CurriculumCallback(curriculum, method).stage
+        self.curriculum, self.method = curriculum, method
         self.best: dict[int, dict] = {}  # stage -> {"score", "epoch", "path"}
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         score = float(trainer.callback_metrics[self.monitor])
-        stage = self.stage_of(trainer.current_epoch)
+        stage = self.method.stage_at_epoch(self.curriculum, trainer.current_epoch)
         rank_zero_info(f"epoch {trainer.current_epoch} stage {stage}: {self.monitor}={score:.4f}")
         best = self.best.get(stage)
         if best is not None and score <= best["score"]:

@@ -31,6 +31,9 @@ class StagePlan:
 @dataclass(frozen=True)
 class Curriculum:
     epochs_per_stage: int = 1
+    # Stage 0 (full chain of thought) may run longer than the others, as the paper's GSM8K recipe
+    # does; None: epochs_per_stage.
+    epochs_first_stage: int | None = None
     max_latent_stage: int = 3
     latents_per_step: int = 1
     pad_latent_to_max: bool = False
@@ -40,6 +43,8 @@ class Curriculum:
         for name in ("epochs_per_stage", "latents_per_step"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"curriculum.{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs_first_stage is not None and self.epochs_first_stage < 1:
+            raise ConfigError(f"curriculum.epochs_first_stage must be >= 1 or null, got {self.epochs_first_stage}")
         if self.max_latent_stage < 0:
             raise ConfigError(f"curriculum.max_latent_stage must be >= 0, got {self.max_latent_stage}")
         if not 0.0 <= self.stage_mix_prob <= 1.0:
@@ -51,10 +56,10 @@ class Curriculum:
         return self.max_latent_stage + 1
 
     def stage_for_epoch(self, epoch: int) -> int:
-        return min(epoch // self.epochs_per_stage, self.final_stage)
-
-    def first_epoch_of_stage(self, stage: int) -> int:
-        return stage * self.epochs_per_stage
+        first = self.epochs_per_stage if self.epochs_first_stage is None else self.epochs_first_stage
+        if epoch < first:
+            return 0
+        return min(1 + (epoch - first) // self.epochs_per_stage, self.final_stage)
 
     def plan(self, stage: int, n_steps: int) -> StagePlan:
         if stage <= self.max_latent_stage:

@@ -77,8 +77,7 @@ class CoconutDataModule(L.LightningDataModule):
         return self.trainer.current_epoch if self.trainer is not None else 0
 
     def current_stage(self) -> int:
-        scheduled = self.curriculum.stage_for_epoch(self.current_epoch())
-        return self.method.stage_for(scheduled, self.curriculum.final_stage)
+        return self.method.stage_at_epoch(self.curriculum, self.current_epoch())
 
     def _sequences(self, split: str, shuffle: bool, epoch: int) -> DataLoader:
         dataset = StageDataset(

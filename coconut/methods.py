@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from coconut.curriculum import Curriculum
 from coconut.errors import ConfigError
 
 ThoughtKind = Literal["continuous", "pause", "none"]
@@ -33,3 +34,7 @@ class Method:
 
     def stage_for(self, scheduled: int, final_stage: int) -> int:
         return {"curriculum": scheduled, "zero": 0, "final": final_stage}[self.stage]
+
+    def stage_at_epoch(self, curriculum: Curriculum, epoch: int) -> int:
+        """The stage this method trains at `epoch`: the one function the data and callbacks ask."""
+        return self.stage_for(curriculum.stage_for_epoch(epoch), curriculum.final_stage)

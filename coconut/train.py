@@ -34,6 +34,7 @@ def build_curriculum(cfg: DictConfig) -> Curriculum:
     c = cfg.curriculum
     return Curriculum(
         epochs_per_stage=c.epochs_per_stage,
+        epochs_first_stage=c.get("epochs_first_stage"),
         max_latent_stage=c.max_latent_stage,
         latents_per_step=c.latents_per_step,
         pad_latent_to_max=c.pad_latent_to_max,
@@ -50,9 +51,7 @@ def describe(cfg: DictConfig, datamodule: CoconutDataModule, curriculum: Curricu
     train = datamodule.samples["train"]
     n_steps = sum(len(s.steps) for s in train) / max(len(train), 1)
     final = curriculum.plan(curriculum.final_stage, round(n_steps)).thoughts if method.thought != "none" else 0
-    stages = sorted(
-        {method.stage_for(curriculum.stage_for_epoch(e), curriculum.final_stage) for e in range(cfg.trainer.max_epochs)}
-    )
+    stages = sorted({method.stage_at_epoch(curriculum, e) for e in range(cfg.trainer.max_epochs)})
     return (
         f"method={method.name} | train/val/test = {len(train)}/{len(datamodule.samples['val'])}/"
         f"{len(datamodule.samples['test'])} records, {n_steps:.1f} steps each | stages {stages} over "

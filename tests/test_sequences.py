@@ -84,6 +84,8 @@ def test_prompt_is_the_sequence_up_to_the_end_marker_and_n_thoughts_overrides():
 def test_stage_schedule_and_plans():
     c = Curriculum(epochs_per_stage=3, max_latent_stage=2)
     assert [c.stage_for_epoch(e) for e in range(12)] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    longer_start = Curriculum(epochs_per_stage=2, epochs_first_stage=3, max_latent_stage=1)
+    assert [longer_start.stage_for_epoch(e) for e in range(9)] == [0, 0, 0, 1, 1, 2, 2, 2, 2]
     assert c.plan(1, 5) == StagePlan(1, 1)
     assert c.plan(3, 5) == StagePlan(ALL_STEPS, 2)
 
