@@ -19,6 +19,7 @@ from coconut.model import ContinuousThoughtLM
 @dataclass
 class Generation:
     tokens: list[list[int]]  # generated ids per row, eos excluded
+    emitted: list[int]  # tokens each row generated, its eos included (the cost of the answer)
     forward_passes: list[int]  # sequential model passes each row needed (prompt, thoughts, tokens)
 
 
@@ -56,4 +57,4 @@ def generate(
     prompt_passes = [1 + t + (1 if t else 0) for t in thoughts]
     emitted = torch.minimum(lengths + finished.long(), torch.tensor(tokens.shape[1])).tolist()
     passes = [p + max(e - 1, 0) for p, e in zip(prompt_passes, emitted)]
-    return Generation(tokens=generated, forward_passes=passes)
+    return Generation(tokens=generated, emitted=emitted, forward_passes=passes)

@@ -72,12 +72,12 @@ class CoconutLitModule(L.LightningModule):
             eos_token_id=self.tokenizer.eos_token_id,
             max_new_tokens=self.max_new_tokens,
         )
-        for index, tokens, passes in zip(batch["index"], out.tokens, out.forward_passes):
+        for index, tokens, emitted, passes in zip(batch["index"], out.tokens, out.emitted, out.forward_passes):
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             reference = dataset.records[index].answer
             correct = answers_match(extract_answer(text), reference, self.answer_kind)
             self.metrics[f"{split}_acc"].update(float(correct))
-            self.metrics[f"{split}_tokens"].update(float(len(tokens) + 1))
+            self.metrics[f"{split}_tokens"].update(float(emitted))
             if len(self._samples) < SAMPLES_LOGGED:
                 question = dataset.records[index].question
                 self._samples.append(

@@ -61,5 +61,6 @@ def test_generation_stops_at_eos_and_counts_passes():
         model, batch["input_ids"], batch["attention_mask"], batch["position_ids"], eos_token_id=EOS, max_new_tokens=8
     )
     assert out.tokens == [[], []]
+    assert out.emitted == [1, 1]  # the eos
     # prefix pass + one per thought + the pass after them; eos needs no further pass
     assert out.forward_passes == [1 + 3 + 1, 1 + 1 + 1]

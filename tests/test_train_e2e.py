@@ -1,5 +1,6 @@
 """End to end: coconut-train on tiny configs through two stages, outputs on disk, and resume."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from coconut.lit_module import rebuild_from_checkpoint
 from coconut.train import CONFIG_DIR, train
 
 
@@ -39,6 +41,17 @@ def test_two_stages_write_tensorboard_checkpoints_and_tokenizer(tmp_path):
     assert (tmp_path / "tokenizer" / "tokenizer.json").exists()
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 2 * 2 and "tokenizer_files" in saved["coconut"]  # 2 epochs x 2 batches
+
+
+def test_a_checkpoint_rebuilds_model_and_tokenizer_without_the_run_folder(tmp_path):
+    train(tiny_cfg(tmp_path / "run", "trainer.max_epochs=1", "test=false"))
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    shutil.rmtree(tmp_path / "run")
+    model, tokenizer = rebuild_from_checkpoint(saved)
+    ids = torch.tensor([tokenizer.encode("Ann has 3 pens.\n") + [model.latent_token_id, 5]])
+    weights = {k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+    assert torch.isfinite(model.eval()(ids).logits).all()
 
 
 def test_resume_from_last_checkpoint_continues_at_the_right_stage(tmp_path):
