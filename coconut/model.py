@@ -134,12 +134,12 @@ class ContinuousThoughtLM(nn.Module):
         logits = self.logits(hidden)
         loss = None
         if labels is not None:
-            # Next-token loss: the logits at t predict the label at t + 1. A pad column predicts
+            # Next-token loss: the logits at t predict the label at t + 1. The labels are shifted,
+            # not the logits: slicing (B, T, V) logits would copy them. A pad column predicts
             # nothing (a left-padded row's first token has no real position before it).
-            targets = labels[:, 1:].masked_fill(attention_mask[:, :-1] == 0, -100)
-            loss = nn.functional.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100
-            )
+            targets = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T)
+            targets = targets.masked_fill(attention_mask == 0, -100)
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         return ThoughtOutput(logits=logits, hidden_states=hidden, loss=loss, past_key_values=cache)
 
     @staticmethod
