@@ -18,26 +18,9 @@ from coconut.curriculum import Curriculum
 from coconut.data.collate import collate_prompts, collate_training
 from coconut.data.dataset import PromptDataset, StageDataset
 from coconut.data.records import Record
-from coconut.data.sequences import TokenizedSample
+from coconut.data.sequences import tokenize_records
 from coconut.methods import Method
 from coconut.tokens import SpecialIds
-
-
-def tokenize_records(records: list[Record], tokenizer: PreTrainedTokenizerBase) -> list[TokenizedSample]:
-    """Batched `tokenize_record`: each part encoded on its own, all records in one call per part."""
-
-    def encode(texts: list[str], special: bool) -> list[list[int]]:
-        return tokenizer(texts, add_special_tokens=special)["input_ids"] if texts else []
-
-    questions = encode([r.question + "\n" for r in records], True)
-    flat_steps = encode([s + "\n" for r in records for s in r.steps], False)
-    answers = encode(["### " + r.answer for r in records], False)
-    samples, cursor = [], 0
-    for record, question, answer in zip(records, questions, answers):
-        steps = flat_steps[cursor : cursor + len(record.steps)]
-        cursor += len(record.steps)
-        samples.append(TokenizedSample(question, steps, answer + [tokenizer.eos_token_id]))
-    return samples
 
 
 def _collate_sequences(items: list[dict], latent_id: int, pad_id: int) -> dict:

@@ -105,3 +105,20 @@ def test_stage_mixing_draws_stages_from_zero_to_n_steps():
 def test_bad_curriculum_values_are_named(field, value):
     with pytest.raises(ValueError, match=f"curriculum.{field}"):
         Curriculum(**{field: value})
+
+
+def test_tokenized_parts_decode_to_the_official_text_format():
+    from coconut.data.records import Record
+    from coconut.data.sequences import tokenize_records
+    from coconut.tokenizer import build_tokenizer
+
+    records = [Record("Ann has 3 pens.", ("<<3*4=12>>", "<<12-5=7>>"), "7"), Record("No steps here?", (), "2")]
+    tokenizer = build_tokenizer([r.question for r in records] + ["<<3*4=12>>", "### 7"], vocab_size=300)
+    first, second = tokenize_records(records, tokenizer)
+    assert [tokenizer.decode(p) for p in (first.question, *first.steps)] == [
+        "Ann has 3 pens.\n",
+        "<<3*4=12>>\n",
+        "<<12-5=7>>\n",
+    ]
+    assert first.answer[-1] == tokenizer.eos_token_id and tokenizer.decode(first.answer[:-1]) == "### 7"
+    assert second.steps == [] and tokenizer.decode(second.answer[:-1]) == "### 2"

@@ -29,15 +29,22 @@ class TokenizedSample:
     answer: list[int]  # ends with eos
 
 
-def tokenize_record(record: Record, tokenizer: PreTrainedTokenizerBase) -> TokenizedSample:
-    # Parts are encoded separately (as the official code does) so that dropping a step never
-    # re-tokenizes its neighbours.
-    encode = tokenizer.encode
-    return TokenizedSample(
-        question=encode(record.question + "\n", add_special_tokens=True),
-        steps=[encode(step + "\n", add_special_tokens=False) for step in record.steps],
-        answer=encode("### " + record.answer, add_special_tokens=False) + [tokenizer.eos_token_id],
-    )
+def tokenize_records(records: list[Record], tokenizer: PreTrainedTokenizerBase) -> list[TokenizedSample]:
+    """Question, each step and the answer encoded separately (as the official code does), so that
+    dropping a step never re-tokenizes its neighbours; one tokenizer call per part for all records."""
+
+    def encode(texts: list[str], special: bool) -> list[list[int]]:
+        return tokenizer(texts, add_special_tokens=special)["input_ids"] if texts else []
+
+    questions = encode([r.question + "\n" for r in records], True)
+    flat_steps = encode([s + "\n" for r in records for s in r.steps], False)
+    answers = encode(["### " + r.answer for r in records], False)
+    samples, cursor = [], 0
+    for record, question, answer in zip(records, questions, answers):
+        steps = flat_steps[cursor : cursor + len(record.steps)]
+        cursor += len(record.steps)
+        samples.append(TokenizedSample(question, steps, answer + [tokenizer.eos_token_id]))
+    return samples
 
 
 @dataclass(frozen=True)
