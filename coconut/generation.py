@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from coconut.model import ContinuousThoughtLM
+from coconut.model import ContinuousThoughtLM, ThoughtHook
 
 
 @dataclass
@@ -32,9 +32,10 @@ def generate(
     *,
     eos_token_id: int,
     max_new_tokens: int,
+    thought_hook: ThoughtHook | None = None,
 ) -> Generation:
     batch = input_ids.shape[0]
-    hidden, cache = model.run(input_ids, attention_mask, position_ids)
+    hidden, cache = model.run(input_ids, attention_mask, position_ids, thought_hook=thought_hook)
     next_token = model.logits(hidden[:, -1]).argmax(-1)  # (B,)
     tokens = torch.empty(batch, 0, dtype=torch.long, device=input_ids.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)

@@ -19,11 +19,17 @@ loop over the batch. This module has no Lightning or Hydra in it.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
+
+
+# (thoughts (B, 1, D), column of the input) -> the thoughts to feed; rows that are not latent at
+# that column ignore the result.
+ThoughtHook = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 @dataclass
@@ -89,11 +95,14 @@ class ContinuousThoughtLM(nn.Module):
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         cache: DynamicCache | None = None,
+        thought_hook: ThoughtHook | None = None,
     ) -> tuple[torch.Tensor, DynamicCache]:
         """Hidden states (B, T, D) of `input_ids` with thoughts fed back, and the filled KV cache.
 
         With `cache` given, `input_ids` continue the cached sequence and `attention_mask` covers
-        cache + new columns (the Hugging Face convention).
+        cache + new columns (the Hugging Face convention). `thought_hook(thoughts (B, 1, D), column)`
+        sees every band column's thoughts before they are fed and may replace them (evaluation
+        records thoughts and ablates them this way).
         """
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)[:, -input_ids.shape[1] :]
@@ -114,6 +123,8 @@ class ContinuousThoughtLM(nn.Module):
         previous = chunks[-1][:, -1:]  # (B, 1, D)
         for t in range(lo, hi + 1):
             thought = self.thought_projection(previous)  # (B, 1, D)
+            if thought_hook is not None:
+                thought = thought_hook(thought, t)
             step_input = torch.where(is_latent[:, t, None, None], thought, embeds[:, t : t + 1])
             previous = self._decode(step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache)
             chunks.append(previous)
