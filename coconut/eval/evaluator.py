@@ -1,0 +1,292 @@
+"""Answers -> metrics: accuracy, token efficiency and legibility of one model on one set of prompts.
+
+`answer_batch` is one batch of batched greedy generation through thoughts (shared with validation
+in the LightningModule); `evaluate` runs a whole split, reads the recorded thoughts, reruns the
+prompts with the thoughts ablated, and returns the report and one row per question.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from coconut.curriculum import Curriculum
+from coconut.data.records import Record
+from coconut.data.sequences import stage_plan
+from coconut.eval import legibility as leg
+from coconut.eval.answers import answers_match, extract_answer
+from coconut.eval.steps import step_key, written_steps
+from coconut.eval.thought_hooks import ThoughtRecorder, ThoughtReplacement
+from coconut.generation import generate
+from coconut.methods import Method
+from coconut.model import ContinuousThoughtLM, ThoughtHook
+
+ABLATIONS = ("zeros", "mean", "other")
+
+
+@dataclass
+class Answer:
+    index: int  # into the evaluated records
+    text: str
+    prediction: str
+    correct: bool
+    emitted: int  # text tokens generated, eos included
+    forward_passes: int
+    thought_positions: int  # latent or pause positions in the prompt
+    thoughts: torch.Tensor  # (n, D) the continuous thoughts fed, float32 on CPU (empty if not recorded)
+
+
+@torch.no_grad()
+def answer_batch(
+    model: ContinuousThoughtLM,
+    tokenizer: PreTrainedTokenizerBase,
+    batch: dict,
+    records: Sequence[Record],
+    *,
+    answer_kind: str,
+    max_new_tokens: int,
+    thought_ids: Sequence[int],
+    thought_hook: ThoughtHook | None = None,
+) -> list[Answer]:
+    """Generates answers for one prompt batch; without `thought_hook`, records the thoughts fed."""
+    recorder = ThoughtRecorder(batch["input_ids"], model.latent_token_id) if thought_hook is None else None
+    out = generate(
+        model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["position_ids"],
+        eos_token_id=tokenizer.eos_token_id,
+        max_new_tokens=max_new_tokens,
+        thought_hook=recorder or thought_hook,
+    )
+    thoughts = recorder.per_row() if recorder else [torch.empty(0)] * len(out.tokens)
+    positions = torch.isin(batch["input_ids"], torch.tensor(list(thought_ids))).sum(1).tolist()
+    answers = []
+    for row, index in enumerate(batch["index"]):
+        text = tokenizer.decode(out.tokens[row], skip_special_tokens=True)
+        prediction = extract_answer(text)
+        answers.append(
+            Answer(
+                index=index,
+                text=text,
+                prediction=prediction,
+                correct=answers_match(prediction, records[index].answer, answer_kind),
+                emitted=out.emitted[row],
+                forward_passes=out.forward_passes[row],
+                thought_positions=positions[row],
+                thoughts=thoughts[row],
+            )
+        )
+    return answers
+
+
+def answer_all(
+    model: ContinuousThoughtLM,
+    tokenizer: PreTrainedTokenizerBase,
+    loader: DataLoader,
+    records: Sequence[Record],
+    make_hook: Callable[[dict], ThoughtHook] | None = None,
+    **kwargs,
+) -> tuple[list[Answer], float]:
+    """Every prompt of `loader` answered, and the seconds generation took."""
+    device = next(model.parameters()).device
+    answers, seconds = [], 0.0
+    for batch in loader:
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        hook = make_hook(batch) if make_hook else None
+        start = time.perf_counter()
+        answers += answer_batch(model, tokenizer, batch, records, thought_hook=hook, **kwargs)
+        seconds += time.perf_counter() - start
+    return answers, seconds
+
+
+@torch.no_grad()
+def read_thoughts(
+    model: ContinuousThoughtLM, tokenizer: PreTrainedTokenizerBase, thoughts: torch.Tensor, k: int = leg.TOP_K
+) -> list[list[str]]:
+    """The top-k tokens of each thought (n, D) through the LM head (logit lens), decoded and stripped."""
+    if thoughts.numel() == 0:
+        return []
+    weight = next(model.parameters())
+    top = model.logits(thoughts.to(device=weight.device, dtype=weight.dtype)).topk(k, dim=-1).indices  # (n, k)
+    return [[tokenizer.decode([i]).strip() for i in row] for row in top.tolist()]
+
+
+def reasoning_of(
+    answers: Sequence[Answer],
+    records: Sequence[Record],
+    thought_tokens: Sequence[list[list[str]]],
+    *,
+    method: Method,
+    curriculum: Curriculum,
+    stage: int,
+) -> list[leg.QuestionReasoning]:
+    questions = []
+    for answer, tokens in zip(answers, thought_tokens):
+        steps = records[answer.index].steps
+        questions.append(
+            leg.QuestionReasoning(
+                reference_steps=list(steps),
+                # The final stage drops "all steps" (a sentinel larger than any chain).
+                steps_replaced=min(stage_plan(method, curriculum, stage, len(steps)).steps_dropped, len(steps)),
+                latents_per_step=curriculum.latents_per_step,
+                thought_tokens=tokens,
+                written=written_steps(answer.text),
+            )
+        )
+    return questions
+
+
+def legibility_block(
+    questions: Sequence[leg.QuestionReasoning],
+    answers: Sequence[Answer],
+    key_tokens: leg.KeyTokens,
+    *,
+    probe_folds: int = 5,
+    reference: Sequence[float | None] | None = None,
+) -> dict:
+    """The `legibility` metrics (see coconut.eval.legibility), None where a metric has no data."""
+    per_question = [leg.reasoning_legibility(q, key_tokens) for q in questions]
+    # With no CoT evaluation to compare with, the reference is the reference chain itself: all legible.
+    reference = reference if reference is not None else [1.0 if s is not None else None for s in per_question]
+    vectors, labels, groups = [], [], []
+    for g, (q, a) in enumerate(zip(questions, answers)):
+        for i in q.decodable_steps:
+            for thought in a.thoughts[i * q.latents_per_step : (i + 1) * q.latents_per_step]:
+                vectors.append(thought)
+                labels.append(step_key(q.reference_steps[i]))
+                groups.append(g)
+    probe, majority = (
+        leg.probe_accuracy(torch.stack(vectors), labels, groups, folds=probe_folds) if vectors else (None, None)
+    )
+    scored = [s for s in per_question if s is not None]
+    return {
+        "decode_top1": leg.decode_accuracy(questions, key_tokens, 1),
+        "decode_top5": leg.decode_accuracy(questions, key_tokens, 5),
+        "decode_top1_chance": leg.decode_chance(questions, key_tokens, 1),
+        "decode_top5_chance": leg.decode_chance(questions, key_tokens, 5),
+        "probe": probe,
+        "probe_majority": majority,
+        "text_steps_correct": leg.text_steps_correct(questions),
+        "reasoning": sum(scored) / len(scored) if scored else None,
+        "loss": leg.legibility_loss(per_question, reference),
+    }, per_question
+
+
+def ablation_hooks(
+    answers: Sequence[Answer], latent_id: int, seed: int = 0
+) -> dict[str, Callable[[dict], ThoughtHook]]:
+    """Per ablation, a factory of hooks that replace each question's thoughts: with zeros, with the
+    mean thought of the evaluated set, or with another question's thoughts (a fixed derangement)."""
+    recorded = {a.index: a.thoughts for a in answers}
+    everything = [t for t in recorded.values() if t.numel()]
+    if not everything:
+        return {}
+    mean = torch.cat(everything).mean(0)  # (D,)
+    order = sorted(recorded)
+    shuffled = [order[i] for i in torch.randperm(len(order), generator=torch.Generator().manual_seed(seed)).tolist()]
+    partner = {shuffled[j]: shuffled[(j + 1) % len(shuffled)] for j in range(len(shuffled))}
+
+    def factory(source: Callable[[int], torch.Tensor]) -> Callable[[dict], ThoughtHook]:
+        def make(batch: dict) -> ThoughtHook:
+            device = batch["input_ids"].device
+            rows = [source(i).to(device) for i in batch["index"]]
+            return ThoughtReplacement(batch["input_ids"], latent_id, rows, mean.to(device))
+
+        return make
+
+    return {
+        "zeros": factory(lambda i: torch.zeros(len(recorded[i]), mean.shape[0])),
+        "mean": factory(lambda i: mean.expand(len(recorded[i]), -1)),
+        "other": factory(lambda i: recorded[partner[i]]),
+    }
+
+
+@dataclass
+class Evaluation:
+    report: dict  # accuracy, n, tokens, latency, legibility
+    rows: list[dict]  # one per question, for samples.jsonl
+
+
+def evaluate(
+    model: ContinuousThoughtLM,
+    tokenizer: PreTrainedTokenizerBase,
+    loader: DataLoader,
+    records: Sequence[Record],
+    *,
+    method: Method,
+    curriculum: Curriculum,
+    stage: int,
+    answer_kind: str,
+    max_new_tokens: int,
+    thought_ids: Sequence[int],
+    ablations: Sequence[str] = ABLATIONS,
+    probe_folds: int = 5,
+    reference_legibility: dict[str, float] | None = None,
+) -> Evaluation:
+    """Answers every prompt of `loader`, then measures legibility and, per ablation, the accuracy
+    with the thoughts replaced. `reference_legibility` maps a question to the legibility of a CoT
+    model's reasoning on it (from that model's samples.jsonl), the baseline of `legibility.loss`."""
+    unknown = set(ablations) - set(ABLATIONS)
+    if unknown:
+        raise ValueError(f"unknown ablations {sorted(unknown)}; choose from {list(ABLATIONS)}")
+    model.eval()
+    options = {"answer_kind": answer_kind, "max_new_tokens": max_new_tokens, "thought_ids": thought_ids}
+    answers, seconds = answer_all(model, tokenizer, loader, records, **options)
+    n = len(answers)
+    if n == 0:
+        raise ValueError("nothing to evaluate: the split has no records")
+    accuracy = sum(a.correct for a in answers) / n
+    thought_tokens = [read_thoughts(model, tokenizer, a.thoughts) for a in answers]
+    questions = reasoning_of(answers, records, thought_tokens, method=method, curriculum=curriculum, stage=stage)
+    reference = None
+    if reference_legibility is not None:
+        reference = [reference_legibility.get(records[a.index].question) for a in answers]
+    block, per_question = legibility_block(
+        questions, answers, leg.key_tokens_for(tokenizer), probe_folds=probe_folds, reference=reference
+    )
+    block["loss_reference"] = "cot_model" if reference is not None else "reference_steps"
+    block["ablation"], block["ablation_drop"] = {}, {}
+    for name, make_hook in ablation_hooks(answers, model.latent_token_id).items():
+        if name in ablations:
+            ablated, _ = answer_all(model, tokenizer, loader, records, make_hook=make_hook, **options)
+            block["ablation"][name] = sum(a.correct for a in ablated) / n
+            block["ablation_drop"][name] = accuracy - block["ablation"][name]
+    report = {
+        "accuracy": accuracy,
+        "n": n,
+        "stage": stage,
+        "tokens": {
+            "generated_mean": sum(a.emitted for a in answers) / n,
+            "thoughts_mean": sum(a.thought_positions for a in answers) / n,
+            "forward_passes_mean": sum(a.forward_passes for a in answers) / n,
+        },
+        "latency": {"seconds": seconds, "questions_per_second": n / seconds if seconds > 0 else None},
+        "legibility": block,
+    }
+    rows = []
+    for answer, question, tokens, legible in zip(answers, questions, thought_tokens, per_question):
+        record = records[answer.index]
+        rows.append(
+            {
+                "question": record.question,
+                "reference_steps": list(record.steps),
+                "reference_answer": record.answer,
+                "generated": answer.text,
+                "prediction": answer.prediction,
+                "correct": answer.correct,
+                "steps_replaced": question.steps_replaced,
+                "written_steps": question.written,
+                "decoded_thoughts": tokens,
+                "legibility": legible,
+                "tokens_generated": answer.emitted,
+                "thoughts": answer.thought_positions,
+                "forward_passes": answer.forward_passes,
+            }
+        )
+    return Evaluation(report=report, rows=rows)

@@ -1,0 +1,63 @@
+"""An evaluation on disk: report.json (everything), report.md (the same as a table),
+samples.jsonl (one line per question) and the scalars in TensorBoard (`eval/...`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from coconut.eval.evaluator import Evaluation
+
+
+def flatten(report: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested report as `a.b.c` keys (None and text left out)."""
+    flat = {}
+    for key, value in report.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        elif isinstance(value, bool | int | float) and value is not None:
+            flat[name] = float(value)
+    return flat
+
+
+def markdown(report: dict) -> str:
+    def cell(value) -> str:
+        return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = [f"# Evaluation: {report.get('checkpoint', '')}", ""]
+    meta = ("method", "dataset", "split", "stage", "n_thoughts")
+    lines += [f"- {k}: {cell(report.get(k))}" for k in meta if k in report]
+    lines += ["", "| metric | value |", "|---|---|"]
+    for key, value in flatten({k: v for k, v in report.items() if k not in ("config", "stage", "n_thoughts")}).items():
+        lines.append(f"| {key} | {cell(value)} |")
+    missing = [k for k, v in report.get("legibility", {}).items() if v is None]
+    if missing:
+        names = ", ".join("legibility." + m for m in missing)
+        lines += ["", f"n/a (nothing to measure for this model and data): {names}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation(folder: Path, evaluation: Evaluation, samples_to_tensorboard: int = 8) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(evaluation.report, indent=2) + "\n")
+    (folder / "report.md").write_text(markdown(evaluation.report))
+    with open(folder / "samples.jsonl", "w") as out:
+        for row in evaluation.rows:
+            out.write(json.dumps(row) + "\n")
+    from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (slow import, only here)
+
+    with SummaryWriter(str(folder / "tensorboard")) as writer:
+        for key, value in flatten(evaluation.report).items():
+            writer.add_scalar("eval/" + key.replace(".", "/"), value, 0)
+        shown = evaluation.rows[:samples_to_tensorboard]
+        writer.add_text(
+            "eval/samples",
+            "\n\n".join(
+                f"**Q:** {r['question']}  \n**generated:** `{r['generated']}`  \n**reference:** "
+                f"{r['reference_answer']} ({'correct' if r['correct'] else 'wrong'})  \n**thoughts (top-5):** "
+                f"{r['decoded_thoughts']}"
+                for r in shown
+            ),
+            0,
+        )

@@ -1,0 +1,139 @@
+"""`coconut-eval`: evaluate a saved checkpoint. A Hydra entry point like training; every evaluation
+writes into its own folder (outputs/eval/runs/<time>/), never into the training run's.
+
+coconut-eval ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt          # its own test split
+coconut-eval ckpt_path=... data=files data.test_path=../shared/data/prosqa/prosqa_valid.json
+coconut-eval -m ckpt_path=... n_thoughts=0,1,2,3,4,6                          # inference-time scaling
+coconut-eval ckpt_path=<coconut ckpt> legibility.reference=<folder of a CoT model's evaluation>
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from coconut.data.sequences import tokenize_records
+from coconut.data.splits import load_splits
+from coconut.datamodule import prompt_loader
+from coconut.errors import ConfigError, UserInputError
+from coconut.eval.evaluator import evaluate
+from coconut.eval.report import write_evaluation
+from coconut.lit_module import rebuild_from_checkpoint
+from coconut.tokens import special_ids
+from coconut.train import CONFIG_DIR, build_curriculum, build_method
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint(path: str) -> dict:
+    if not Path(path).is_file():
+        raise ConfigError(f"ckpt_path={path}: no such file; give a .ckpt written by coconut-train")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if "coconut" not in checkpoint or "config" not in checkpoint.get("hyper_parameters", {}):
+        raise ConfigError(
+            f"ckpt_path={path} is not a coconut-train checkpoint (it lacks the tokenizer and run config); "
+            "evaluate the .ckpt files under <run>/checkpoints/"
+        )
+    return checkpoint
+
+
+def reference_legibility(folder: str) -> dict[str, float]:
+    """question -> legibility of the reasoning in an earlier evaluation (a CoT model's)."""
+    path = Path(folder) / "samples.jsonl"
+    if not path.is_file():
+        raise ConfigError(f"legibility.reference={folder}: no samples.jsonl there; give a coconut-eval output folder")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["question"]: r["legibility"] for r in rows if r.get("legibility") is not None}
+
+
+def run_evaluation(cfg: DictConfig) -> dict:
+    """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    trained = OmegaConf.create(checkpoint["hyper_parameters"]["config"])
+    method, curriculum = build_method(trained), build_curriculum(trained)
+    # The checkpoint's own data config by default: the very test split of its training run.
+    data_cfg = cfg.data if cfg.get("data") else trained.data
+    split = cfg.split
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split={split}: choose train, val or test")
+    records = load_splits(data_cfg, (split,))[split]
+    if cfg.get("limit"):
+        records = records[: cfg.limit]
+
+    model, tokenizer = rebuild_from_checkpoint(checkpoint)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    ids = special_ids(tokenizer)
+    # The stage the checkpoint was saved at, unless asked: stage{k}-best.ckpt is evaluated at stage k.
+    stage = cfg.stage if cfg.get("stage") is not None else method.stage_at_epoch(curriculum, checkpoint["epoch"])
+    loader = prompt_loader(
+        records,
+        tokenize_records(records, tokenizer),
+        stage=stage,
+        method=method,
+        curriculum=curriculum,
+        ids=ids,
+        batch_size=cfg.batch_size,
+        n_thoughts=cfg.get("n_thoughts"),
+    )
+    log.info(
+        f"evaluating {cfg.ckpt_path} ({method.name}, stage {stage}, "
+        f"{'n_thoughts=' + str(cfg.n_thoughts) if cfg.get('n_thoughts') is not None else 'thoughts of the stage'}) "
+        f"on {len(records)} {data_cfg.name} {split} questions"
+    )
+    evaluation = evaluate(
+        model,
+        tokenizer,
+        loader,
+        records,
+        method=method,
+        curriculum=curriculum,
+        stage=stage,
+        answer_kind=data_cfg.answer_kind,
+        max_new_tokens=cfg.get("max_new_tokens") or data_cfg.max_new_tokens,
+        thought_ids=(ids.latent, ids.pause),
+        ablations=list(cfg.legibility.ablations),
+        probe_folds=cfg.legibility.probe_folds,
+        reference_legibility=reference_legibility(cfg.legibility.reference) if cfg.legibility.reference else None,
+    )
+    evaluation.report.update(
+        {
+            "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+            "method": method.name,
+            "dataset": data_cfg.name,
+            "split": split,
+            "n_thoughts": cfg.get("n_thoughts"),
+            "config": {
+                "eval": OmegaConf.to_container(cfg, resolve=True),
+                "train": OmegaConf.to_container(trained, resolve=True),
+            },
+        }
+    )
+    output_dir = Path(cfg.paths.output_dir)
+    write_evaluation(output_dir, evaluation)
+    report = evaluation.report
+    log.info(
+        f"accuracy {report['accuracy']:.4f} on {report['n']} | {report['tokens']['generated_mean']:.1f} tokens + "
+        f"{report['tokens']['thoughts_mean']:.1f} thoughts per answer | legibility loss "
+        f"{report['legibility']['loss']} | written to {output_dir}"
+    )
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> float:
+    try:
+        return run_evaluation(cfg)["accuracy"]
+    except UserInputError as error:
+        log.error("%s", error)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

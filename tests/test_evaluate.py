@@ -1,0 +1,103 @@
+"""coconut-eval end to end on a tiny trained checkpoint: the report, its fields and their ranges,
+inference-time thought counts, the CoT reference for legibility loss, and the CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from test_train_e2e import scalars, tiny_cfg
+
+from coconut.evaluate import run_evaluation
+from coconut.train import CONFIG_DIR, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    train(tiny_cfg(run, "trainer.max_epochs=2", "test=false"))
+    return run
+
+
+def eval_cfg(output_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="eval", overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
+def in_unit_range(value) -> bool:
+    return value is None or 0.0 <= value <= 1.0
+
+
+def test_report_fields_are_present_and_in_range(trained, tmp_path):
+    before = sorted(p.name for p in (trained / "checkpoints").iterdir())
+    report = run_evaluation(eval_cfg(tmp_path, f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"))
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["accuracy"] == report["accuracy"]
+    assert report["n"] == 16 and report["split"] == "test" and report["method"] == "coconut"
+    assert report["stage"] == 1  # last.ckpt was saved in the second epoch: stage 1
+    assert 0.0 <= report["accuracy"] <= 1.0
+    tokens = report["tokens"]
+    assert 1 <= tokens["generated_mean"] <= 24 and tokens["thoughts_mean"] == 1.0  # one step, one thought
+    assert tokens["forward_passes_mean"] >= 3  # prompt, thought, the pass after it
+    assert report["latency"]["questions_per_second"] > 0
+    legibility = report["legibility"]
+    for name in ("decode_top1", "decode_top5", "decode_top1_chance", "decode_top5_chance", "probe", "reasoning"):
+        assert in_unit_range(legibility[name]), name
+    assert legibility["decode_top1"] is not None and legibility["decode_top5"] >= legibility["decode_top1"]
+    assert -1.0 <= legibility["loss"] <= 1.0 and legibility["loss_reference"] == "reference_steps"
+    assert set(legibility["ablation_drop"]) == {"zeros", "mean", "other"}
+    assert all(-1.0 <= d <= 1.0 for d in legibility["ablation_drop"].values())
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and all(len(r["decoded_thoughts"]) == 1 and len(r["decoded_thoughts"][0]) == 5 for r in rows)
+    assert {"question", "reference_steps", "generated", "correct", "legibility"} <= set(rows[0])
+    assert "| accuracy |" in (tmp_path / "report.md").read_text()
+    assert "eval/accuracy" in scalars(tmp_path)
+    assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == before  # nothing written there
+
+
+def test_thought_count_can_be_set_at_inference(trained, tmp_path):
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    none = run_evaluation(eval_cfg(tmp_path / "zero", ckpt, "n_thoughts=0", "legibility.ablations=[]"))
+    three = run_evaluation(eval_cfg(tmp_path / "three", ckpt, "n_thoughts=3", "legibility.ablations=[]"))
+    assert none["tokens"]["thoughts_mean"] == 0 and three["tokens"]["thoughts_mean"] == 3
+    assert none["legibility"]["decode_top1"] is None  # no thought to read
+    assert none["legibility"]["ablation"] == {}
+
+
+def test_legibility_loss_against_a_cot_evaluation(trained, tmp_path):
+    checkpoints = trained / "checkpoints"
+    cot = run_evaluation(eval_cfg(tmp_path / "cot", f"ckpt_path={checkpoints / 'stage0-best.ckpt'}"))
+    assert cot["stage"] == 0 and cot["tokens"]["thoughts_mean"] == 0
+    latent = run_evaluation(
+        eval_cfg(
+            tmp_path / "latent", f"ckpt_path={checkpoints / 'last.ckpt'}", f"legibility.reference={tmp_path / 'cot'}"
+        )
+    )
+    assert latent["legibility"]["loss_reference"] == "cot_model"
+    assert latent["legibility"]["loss"] == pytest.approx(
+        cot["legibility"]["reasoning"] - latent["legibility"]["reasoning"]
+    )
+
+
+def test_cli_sweeps_thought_counts_and_rejects_a_missing_checkpoint(trained, tmp_path):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    overrides = [
+        f"ckpt_path={ckpt}",
+        "legibility.ablations=[]",
+        "n_thoughts=0,2",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    sweep = subprocess.run([sys.executable, "-m", "coconut.evaluate", "-m", *overrides], capture_output=True, text=True)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    reports = [json.loads((tmp_path / "sweep" / str(i) / "report.json").read_text()) for i in (0, 1)]
+    assert [r["tokens"]["thoughts_mean"] for r in reports] == [0, 2]
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "coconut.evaluate", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr + missing.stdout and "Traceback" not in missing.stderr
