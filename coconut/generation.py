@@ -59,3 +59,20 @@ def generate(
     emitted = torch.minimum(lengths + finished.long(), torch.tensor(tokens.shape[1])).tolist()
     passes = [p + max(e - 1, 0) for p, e in zip(prompt_passes, emitted)]
     return Generation(tokens=generated, emitted=emitted, forward_passes=passes)
+
+
+@torch.no_grad()
+def generate_uncached(
+    model: ContinuousThoughtLM, prompt: list[int], *, eos_token_id: int, max_new_tokens: int
+) -> list[int]:
+    """One question, no KV cache: the whole sequence is recomputed (thoughts included) for every new
+    token, as the official implementation generates. The reference `generate` must equal, and the
+    baseline of scripts/bench_generate.py."""
+    device = next(model.parameters()).device
+    ids = list(prompt)
+    for _ in range(max_new_tokens):
+        next_token = int(model(torch.tensor([ids], device=device)).logits[0, -1].argmax())
+        if next_token == eos_token_id:
+            break
+        ids.append(next_token)
+    return ids[len(prompt) :]

@@ -13,6 +13,8 @@ from test_train_e2e import scalars, tiny_cfg
 from coconut.evaluate import run_evaluation
 from coconut.train import CONFIG_DIR, train
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
@@ -64,6 +66,14 @@ def test_thought_count_can_be_set_at_inference(trained, tmp_path):
     assert none["tokens"]["thoughts_mean"] == 0 and three["tokens"]["thoughts_mean"] == 3
     assert none["legibility"]["decode_top1"] is None  # no thought to read
     assert none["legibility"]["ablation"] == {}
+
+    # scripts/compare.py puts them side by side, with the accuracy-vs-tokens plot
+    compare = [sys.executable, str(ROOT / "scripts" / "compare.py"), str(tmp_path / "zero"), str(tmp_path / "three")]
+    shown = subprocess.run([*compare, "--out", str(tmp_path / "cmp")], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    rows = [line for line in (tmp_path / "cmp" / "compare.md").read_text().splitlines() if line.startswith("| zero")]
+    assert len(rows) == 1 and " 0.0 |" in rows[0]  # zero thoughts
+    assert (tmp_path / "cmp" / "accuracy_vs_tokens.png").stat().st_size > 1000
 
 
 def test_legibility_loss_against_a_cot_evaluation(trained, tmp_path):

@@ -4,7 +4,7 @@ import torch
 from conftest import tiny_lm
 
 from coconut.data.collate import collate_prompts
-from coconut.generation import generate
+from coconut.generation import generate, generate_uncached
 from coconut.model import ContinuousThoughtLM
 
 LATENT, START, END, EOS = 61, 62, 63, 0
@@ -17,17 +17,6 @@ PROMPTS = [
 ]
 
 
-def greedy_without_cache(model: ContinuousThoughtLM, prompt: list[int], steps: int) -> list[int]:
-    """Reference: recompute the whole sequence for every new token (the official code's way)."""
-    ids = list(prompt)
-    for _ in range(steps):
-        nxt = int(model(torch.tensor([ids])).logits[0, -1].argmax())
-        if nxt == EOS:
-            break
-        ids.append(nxt)
-    return ids[len(prompt) :]
-
-
 def test_batched_generation_equals_one_at_a_time(family):
     model = ContinuousThoughtLM(tiny_lm(family, seed=3), LATENT).eval()
     batch = collate_prompts(PROMPTS, pad_id=EOS)
@@ -35,7 +24,7 @@ def test_batched_generation_equals_one_at_a_time(family):
         model, batch["input_ids"], batch["attention_mask"], batch["position_ids"], eos_token_id=EOS, max_new_tokens=12
     )
     for prompt, tokens in zip(PROMPTS, out.tokens):
-        assert tokens == greedy_without_cache(model, prompt, 12)
+        assert tokens == generate_uncached(model, prompt, eos_token_id=EOS, max_new_tokens=12)
         single = collate_prompts([prompt], pad_id=EOS)
         alone = generate(
             model,

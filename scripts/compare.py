@@ -1,0 +1,118 @@
+"""Compare evaluations side by side, like Table 1 of the COCONUT paper: one row per coconut-eval
+output folder (method, accuracy, tokens, forward passes, legibility), and accuracy against the
+tokens spent per answer as a plot.
+
+    python scripts/compare.py outputs/eval/runs/<a> outputs/eval/runs/<b> ... [--out DIR]
+    python scripts/compare.py outputs/eval/multiruns/<time>/*          # a sweep's jobs
+
+Writes compare.md, compare.json and accuracy_vs_tokens.png into --out (default
+outputs/compare/<time>/) and the table and plot to TensorBoard there; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+COLUMNS = [  # header, report key (dotted), format
+    ("method", "method", "{}"),
+    ("data", "dataset", "{}"),
+    ("stage", "stage", "{}"),
+    ("thoughts", "tokens.thoughts_mean", "{:.1f}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("tokens", "tokens.generated_mean", "{:.1f}"),
+    ("forward passes", "tokens.forward_passes_mean", "{:.1f}"),
+    ("decode top-1 (chance)", "legibility.decode_top1", "{:.2f}"),
+    ("probe (majority)", "legibility.probe", "{:.2f}"),
+    ("written steps correct", "legibility.text_steps_correct", "{:.2f}"),
+    ("legibility loss", "legibility.loss", "{:.2f}"),
+    ("drop w/ other thoughts", "legibility.ablation_drop.other", "{:+.3f}"),
+]
+BASELINES = {"legibility.decode_top1": "legibility.decode_top1_chance", "legibility.probe": "legibility.probe_majority"}
+
+
+def lookup(report: dict, dotted: str):
+    value = report
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def cell(report: dict, key: str, fmt: str) -> str:
+    value = lookup(report, key)
+    if value is None:
+        return "-"
+    text = fmt.format(value)
+    baseline = lookup(report, BASELINES[key]) if key in BASELINES else None
+    return f"{text} ({fmt.format(baseline)})" if baseline is not None else text
+
+
+def load_reports(folders: list[Path]) -> list[tuple[Path, dict]]:
+    reports = []
+    for folder in folders:
+        path = folder / "report.json"
+        if not path.is_file():
+            sys.exit(f"{folder}: no report.json; give folders written by coconut-eval")
+        reports.append((folder, json.loads(path.read_text())))
+    return reports
+
+
+def table(reports: list[tuple[Path, dict]]) -> str:
+    header = "| run | " + " | ".join(h for h, _, _ in COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    for folder, report in reports:
+        lines.append(f"| {folder.name} | " + " | ".join(cell(report, k, f) for _, k, f in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def plot(reports: list[tuple[Path, dict]]):
+    import matplotlib  # noqa: PLC0415 (plotting only here)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for folder, report in reports:
+        tokens = lookup(report, "tokens.generated_mean") or 0.0
+        axes.scatter(tokens, report["accuracy"])
+        axes.annotate(
+            f"{report.get('method', folder.name)} (stage {report.get('stage')})", (tokens, report["accuracy"])
+        )
+    axes.set_xlabel("generated tokens per answer")
+    axes.set_ylabel("accuracy")
+    axes.set_title("accuracy vs tokens")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", type=Path, help="coconut-eval output folders")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    reports = load_reports(args.folders)
+    out = args.out or Path("outputs") / "compare" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = table(reports)
+    (out / "compare.md").write_text(markdown + "\n")
+    (out / "compare.json").write_text(json.dumps({str(f): r for f, r in reports}, indent=2) + "\n")
+    figure = plot(reports)
+    figure.savefig(out / "accuracy_vs_tokens.png", dpi=120)
+
+    from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
+
+    with SummaryWriter(str(out / "tensorboard")) as writer:
+        writer.add_text("compare/table", markdown, 0)
+        writer.add_figure("compare/accuracy_vs_tokens", figure, 0)
+    print(markdown)
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()
