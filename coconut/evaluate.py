@@ -2,6 +2,7 @@
 writes into its own folder (outputs/eval/runs/<time>/), never into the training run's.
 
 coconut-eval ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt          # its own test split
+coconut-eval ckpt_path=latest                                  # the newest training run's last.ckpt
 coconut-eval ckpt_path=... data=files data.test_path=../shared/data/prosqa/prosqa_valid.json
 coconut-eval -m ckpt_path=... n_thoughts=0,1,2,3,4,6                          # inference-time scaling
 coconut-eval ckpt_path=<coconut ckpt> legibility.reference=<folder of a CoT model's evaluation>
@@ -31,6 +32,19 @@ from coconut.train import CONFIG_DIR, build_curriculum, build_method
 log = logging.getLogger(__name__)
 
 
+TRAIN_RUNS = Path("outputs") / "train" / "runs"
+
+
+def resolve_checkpoint(path: str) -> str:
+    """`latest`: the last.ckpt of the newest training run under outputs/train/runs/."""
+    if path != "latest":
+        return path
+    candidates = sorted(TRAIN_RUNS.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError(f"ckpt_path=latest: no {TRAIN_RUNS}/*/checkpoints/last.ckpt here; give a checkpoint path")
+    return str(candidates[-1])
+
+
 def load_checkpoint(path: str) -> dict:
     if not Path(path).is_file():
         raise ConfigError(f"ckpt_path={path}: no such file; give a .ckpt written by coconut-train")
@@ -54,7 +68,8 @@ def reference_legibility(folder: str) -> dict[str, float]:
 
 def run_evaluation(cfg: DictConfig) -> dict:
     """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path)
+    checkpoint = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(checkpoint["hyper_parameters"]["config"])
     method, curriculum = build_method(trained), build_curriculum(trained)
     # The checkpoint's own data config by default: the very test split of its training run.
@@ -83,7 +98,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         n_thoughts=cfg.get("n_thoughts"),
     )
     log.info(
-        f"evaluating {cfg.ckpt_path} ({method.name}, stage {stage}, "
+        f"evaluating {ckpt_path} ({method.name}, stage {stage}, "
         f"{'n_thoughts=' + str(cfg.n_thoughts) if cfg.get('n_thoughts') is not None else 'thoughts of the stage'}) "
         f"on {len(records)} {data_cfg.name} {split} questions"
     )
@@ -104,7 +119,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
     )
     evaluation.report.update(
         {
-            "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+            "checkpoint": str(Path(ckpt_path).resolve()),
             "method": method.name,
             "dataset": data_cfg.name,
             "split": split,

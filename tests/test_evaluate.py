@@ -2,6 +2,7 @@
 inference-time thought counts, the CoT reference for legibility loss, and the CLI."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,17 @@ def test_cli_sweeps_thought_counts_and_rejects_a_missing_checkpoint(trained, tmp
     )
     assert missing.returncode == 2
     assert "no such file" in missing.stderr + missing.stdout and "Traceback" not in missing.stderr
+
+
+def test_latest_is_the_newest_training_runs_last_checkpoint(trained, tmp_path, monkeypatch):
+    import coconut.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "TRAIN_RUNS", tmp_path / "runs")
+    with pytest.raises(evaluate_module.ConfigError, match="no .* here"):
+        evaluate_module.resolve_checkpoint("latest")
+    for name in ("older", "newer"):
+        (tmp_path / "runs" / name / "checkpoints").mkdir(parents=True)
+        shutil.copy(trained / "checkpoints" / "last.ckpt", tmp_path / "runs" / name / "checkpoints" / "last.ckpt")
+    assert evaluate_module.resolve_checkpoint("latest") == str(
+        tmp_path / "runs" / "newer" / "checkpoints" / "last.ckpt"
+    )
