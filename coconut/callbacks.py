@@ -1,4 +1,5 @@
-"""Curriculum-aware callbacks: stage bookkeeping, optimizer reset, per-stage best checkpoints."""
+"""Curriculum-aware callbacks: stage bookkeeping, optimizer reset, per-stage best checkpoints, and
+`last.ckpt` for resuming (atomic, every N steps, at every epoch end and on SIGTERM)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import os
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from coconut.curriculum import Curriculum
 from coconut.errors import ConfigError
+from coconut.health import check_finite_weights
 from coconut.methods import Method
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,7 @@ class CurriculumCallback(L.Callback):
                 f"curriculum.reset_optimizer must be never, stage_change or every_epoch, got {reset_optimizer!r}"
             )
         self.curriculum, self.method, self.reset_optimizer = curriculum, method, reset_optimizer
+        self.trained_epoch: int | None = None  # the epoch of the last batch this process trained
 
     def stage(self, epoch: int) -> int:
         return self.method.stage_at_epoch(self.curriculum, epoch)
@@ -48,7 +54,15 @@ class CurriculumCallback(L.Callback):
                 f"epoch {epoch}: curriculum stage {stage}"
                 + (" (optimizer reset)" if changed and self.reset_optimizer != "never" else "")
             )
-        pl_module.log("curriculum/stage", float(stage), on_step=False, on_epoch=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self.trained_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Here, not at epoch start: an epoch resumed mid-way does not call on_train_epoch_start. An
+        # epoch resumed from its end-of-epoch checkpoint trains no batch and is not logged twice.
+        if self.trained_epoch == trainer.current_epoch:
+            pl_module.log("curriculum/stage", float(self.stage(trainer.current_epoch)), on_step=False, on_epoch=True)
 
 
 class StageBestCheckpoint(L.Callback):
@@ -93,10 +107,73 @@ class StageBestCheckpoint(L.Callback):
         self.best = {int(k): v for k, v in state_dict["best"].items()}
 
 
-def save_atomically(trainer: L.Trainer, path: Path) -> None:
+class LastCheckpoint(ModelCheckpoint):
+    """`last.ckpt`, the checkpoint a run resumes from: written after every validation (or at the
+    end of a training epoch without one), every `every_n_train_steps` optimizer steps (so that a
+    SIGKILL loses at most that many), and when SIGTERM stops the run.
+
+    Lightning's ModelCheckpoint writes in place, so a kill during the write would leave a truncated
+    last.ckpt; this one writes `last.ckpt.partial` and renames it. A checkpoint mid-way through an
+    epoch resumes at the next batch: the training loader's position is saved with it
+    (`coconut.data.epoch_loader`). SIGTERM arriving during validation saves nothing (the loop is
+    mid-way through its metrics); the previous last.ckpt stays.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int | None = None):
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ConfigError(
+                f"callbacks.last_checkpoint.every_n_train_steps must be >= 1 or null, got {every_n_train_steps}"
+            )
+        # A numbered last-v1.ckpt would hide the file a resume looks for.
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False)
+        self.every = every_n_train_steps
+
+    def _fitting(self, trainer: L.Trainer) -> bool:
+        return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and not trainer.fast_dev_run
+
+    def _save_last(self, trainer: L.Trainer) -> None:
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self.every and self._fitting(trainer) and trainer.global_step % self.every == 0:
+            if self._last_global_step_saved != trainer.global_step:
+                self._save_last(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Always, even if this step was just saved: now the file holds the validation results.
+        if self._fitting(trainer):
+            self._save_last(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Validation (when it runs) ends before this hook; this covers epochs without one.
+        if self._fitting(trainer) and self._last_global_step_saved != trainer.global_step:
+            self._save_last(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Lightning raises SIGTERMException between two batches, so the state is consistent.
+        if isinstance(exception, SIGTERMException) and self._fitting(trainer) and not trainer.validating:
+            if self._last_global_step_saved != trainer.global_step:
+                self._save_last(trainer)
+            rank_zero_info(f"SIGTERM: saved {self.last_model_path} at global step {trainer.global_step}")
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        save_atomically(trainer, Path(filepath), self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(self)
+
+
+def save_atomically(trainer: L.Trainer, path: Path, weights_only: bool = False) -> None:
+    """Writes `path.partial`, flushes it to disk, then renames it over `path`: a crash at any point
+    leaves either the old file or the new one. Refuses to save non-finite weights."""
+    check_finite_weights(trainer)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    trainer.save_checkpoint(partial)
+    trainer.save_checkpoint(partial, weights_only)
     if trainer.is_global_zero:
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(partial, path)
     trainer.strategy.barrier()

@@ -109,7 +109,8 @@ def test_record_takes_a_list_of_steps_and_stays_hashable():
 
 # (file name, content, format, fragments the message must contain)
 BAD_FILES = [
-    ("empty.json", "  \n", "auto", ["empty.json", "empty"]),
+    ("empty.json", "  \n", "auto", ["empty.json", "the file is empty"]),
+    ("empty_list.json", " [ ]\n", "auto", ["empty_list.json", "the JSON list is empty", "at least one record"]),
     (
         "bad.jsonl",
         '{"question": "q", "steps": [], "answer": "1"}\n{"question": oops}\n',

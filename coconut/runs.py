@@ -1,0 +1,221 @@
+"""Run folders: what a run records about itself (`run.json`), which earlier run the same command
+resumes, and the rule that a run never writes over another run's outputs.
+
+`run.json` holds the run's config (resolved, paths left out), its status (`running`, then
+`finished`, `interrupted` (SIGTERM, Ctrl-C) or `failed`), the process that runs it, the checkpoint
+it resumed from (the final metrics are in `metrics.json`). With `resume=auto` a new run looks at the
+run folders next to its own (Hydra's `outputs/train/runs/*`, or the jobs of earlier sweeps) for the
+most recent run with the same config; if that run did not finish and its process is gone, the new
+run starts from its `checkpoints/last.ckpt`, writing into its own folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from coconut.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+LAST = Path("checkpoints") / "last.ckpt"
+# Keys that say where a run writes or how it was started, not what it trains.
+NOT_PART_OF_THE_RUN = ("paths", "ckpt_path", "resume", "resume_search_dir")
+RESUMABLE = ("running", "interrupted")
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """The resolved config with every path made relative to the run folder and `paths` dropped,
+    so that two runs of the same command compare equal."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.paths.output_dir = "<run folder>"
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in resolved.items() if k not in NOT_PART_OF_THE_RUN}
+
+
+def read_run(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_run(folder: Path, record: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / (RUN_FILE + ".partial")
+    partial.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    os.replace(partial, folder / RUN_FILE)
+
+
+def start_run(folder: Path, config: dict, resumed_from: Path | None) -> dict:
+    record = {
+        "status": "running",
+        "started": time.time(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "config": config,
+    }
+    write_run(folder, record)
+    return record
+
+
+def end_run(folder: Path, record: dict, status: str) -> None:
+    write_run(folder, dict(record, status=status, ended=time.time()))
+
+
+def _alive(record: dict) -> bool:
+    """Whether the run's process still runs (on this machine; elsewhere we cannot tell, so yes)."""
+    if record.get("host") != socket.gethostname():
+        return True
+    try:
+        pid = int(record["pid"])
+        if pid <= 0 or pid == os.getpid():  # this process runs only the new run
+            return False
+        os.kill(pid, 0)
+    except (ProcessLookupError, KeyError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Resumable:
+    folder: Path  # the earlier run
+    checkpoint: Path  # where the new run starts from
+
+
+def _checkpoint_run(record: dict) -> Path | None:
+    return Path(record["resumed_from"]).resolve().parent.parent if record.get("resumed_from") else None
+
+
+def find_resumable(search_dirs: list[Path], config: dict) -> Resumable | None:
+    """The most recent run under `search_dirs` (their sub-folders and sub-sub-folders) with `config`,
+    if it did not finish and nothing runs it. A run that a later run resumed is passed over, and a
+    run killed before its first checkpoint resumes from the checkpoint it started from itself."""
+    runs: dict[Path, dict] = {}
+    for root in search_dirs:
+        for path in (*root.glob(f"*/{RUN_FILE}"), *root.glob(f"*/*/{RUN_FILE}")):
+            record = read_run(path.parent)
+            if record is not None:
+                runs[path.parent.resolve()] = record
+    # A run that resumed from another run's checkpoint takes its place (resuming in place does not count).
+    superseded = {_checkpoint_run(r) for folder, r in runs.items() if _checkpoint_run(r) not in (None, folder)}
+    same = [(r["started"], folder, r) for folder, r in runs.items() if r.get("config") == config]
+    same = [item for item in same if item[1] not in superseded]
+    if not same:
+        return None
+    _, folder, record = max(same, key=lambda item: item[0])
+    if record.get("status") not in RESUMABLE:
+        log.info("the last run with this config, %s, is %s: starting a new run", folder, record.get("status"))
+        return None
+    if record.get("status") == "running" and _alive(record):
+        log.info("the last run with this config, %s, is still running: starting a new run", folder)
+        return None
+    if (folder / LAST).is_file():
+        return Resumable(folder, folder / LAST)
+    if record.get("resumed_from") and Path(record["resumed_from"]).is_file():
+        return Resumable(folder, Path(record["resumed_from"]))
+    return None
+
+
+def holds_a_run(folder: Path) -> bool:
+    return (folder / RUN_FILE).exists() or any((folder / "checkpoints").glob("*.ckpt"))
+
+
+def refuse_to_overwrite(folder: Path) -> ConfigError:
+    record = read_run(folder) or {}
+    return ConfigError(
+        f"paths.output_dir={folder} already holds another run's outputs (status: {record.get('status', 'unknown')}); "
+        "a new run never writes over them. Fix: leave paths.output_dir to its default (a new timestamped folder) "
+        "or give a new folder; to continue that run, use its own config (it resumes by itself) or "
+        f"ckpt_path={folder / LAST}"
+    )
+
+
+def _rank() -> int:
+    """This process's global rank, from the launcher's environment (0 when not distributed)."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def search_dirs(output_dir: Path, configured: str | None) -> list[Path]:
+    """Where earlier runs of the same command are: `resume_search_dir`, else the folder holding
+    this run's folder (Hydra's runs/), and for a sweep job also the earlier sweeps (multiruns/)."""
+    if configured:
+        return [Path(configured)]
+    dirs = [output_dir.parent]
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            dirs.append(output_dir.parent.parent)
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    return dirs
+
+
+def resume_point(cfg: DictConfig, output_dir: Path, config: dict) -> Path | None:
+    """The checkpoint to resume from: `ckpt_path` if given, else with `resume=auto` the last
+    checkpoint of an unfinished earlier run of this config, else None. Raises
+    ConfigError when `output_dir` holds another run's outputs that this run would write over."""
+    explicit = cfg.get("ckpt_path")
+    found = None
+    if _rank() > 0:
+        # Lightning starts the other DDP processes once rank 0 is fitting: they follow its run.json.
+        record = read_run(output_dir)
+        if record and record.get("status") == "running":
+            return Path(record["resumed_from"]) if record.get("resumed_from") else None
+    if explicit:
+        if not Path(explicit).is_file():
+            raise ConfigError(f"ckpt_path={explicit}: no such file. Fix: give a .ckpt written by coconut-train")
+        checkpoint = Path(explicit)
+    elif cfg.get("resume", "auto") == "auto":
+        found = find_resumable(search_dirs(output_dir, cfg.get("resume_search_dir")), config)
+        checkpoint = found.checkpoint if found else None
+    else:
+        checkpoint = None
+    if holds_a_run(output_dir) and _rank() == 0:
+        continuing = checkpoint is not None and checkpoint.resolve().parent.parent == output_dir.resolve()
+        if not continuing:
+            raise refuse_to_overwrite(output_dir)
+    if found:
+        log.info(
+            "resuming the unfinished run %s from %s (same config; resume=false starts a new run instead)",
+            found.folder,
+            checkpoint,
+        )
+    return checkpoint
+
+
+@contextmanager
+def recorded(folder: Path, config: dict, resumed_from: Path | None, enabled: bool = True):
+    """`run.json` says `running` inside the block, then `finished`, `interrupted` (SIGTERM, Ctrl-C:
+    Lightning turns both into SystemExit) or `failed`."""
+    if not enabled:
+        yield
+        return
+    record = start_run(folder, config, resumed_from)
+    status = "failed"
+    try:
+        yield
+        status = "finished"
+    except SystemExit:
+        status = "interrupted"
+        raise
+    finally:
+        end_run(folder, record, status)
