@@ -8,6 +8,9 @@ or max_latent_stage * latents_per_step with pad_latent_to_max. One rule serves t
 evaluation. (The official evaluation caps at n_steps for every stage; for the final stage, the one
 papers report, both rules agree.)
 
+`start_stage` > 0 begins at that stage (the paper's GSM8K recipe starts COCONUT at stage 1 from a
+chain-of-thought checkpoint); later stages keep `epochs_per_stage` epochs each.
+
 Names differ from the paper / official code in two places: latents_per_step is `c` / `c_thought`,
 stage_mix_prob is `uniform_prob`.
 """
@@ -38,6 +41,10 @@ class Curriculum:
     latents_per_step: int = 1
     pad_latent_to_max: bool = False
     stage_mix_prob: float = 0.0
+    # The stage of epoch 0. 1 skips stage 0, as the paper's GSM8K recipe does when it starts from a
+    # chain-of-thought checkpoint (official: `resume: 3` with `load_model_path`); each later stage
+    # keeps epochs_per_stage epochs.
+    start_stage: int = 0
 
     def __post_init__(self):
         for name in ("epochs_per_stage", "latents_per_step"):
@@ -49,6 +56,11 @@ class Curriculum:
             raise ConfigError(f"curriculum.max_latent_stage must be >= 0, got {self.max_latent_stage}")
         if not 0.0 <= self.stage_mix_prob <= 1.0:
             raise ConfigError(f"curriculum.stage_mix_prob must be in [0, 1], got {self.stage_mix_prob}")
+        if not 0 <= self.start_stage <= self.final_stage:
+            raise ConfigError(
+                f"curriculum.start_stage must be in 0..{self.final_stage} (max_latent_stage + 1), "
+                f"got {self.start_stage}"
+            )
 
     @property
     def final_stage(self) -> int:
@@ -56,6 +68,8 @@ class Curriculum:
         return self.max_latent_stage + 1
 
     def stage_for_epoch(self, epoch: int) -> int:
+        if self.start_stage > 0:
+            return min(self.start_stage + epoch // self.epochs_per_stage, self.final_stage)
         first = self.epochs_per_stage if self.epochs_first_stage is None else self.epochs_first_stage
         if epoch < first:
             return 0

@@ -1,9 +1,9 @@
 """Stage-aware datasets over tokenized samples: what one epoch of the curriculum trains on.
 
 `StageDataset` turns sample i into its stage-k sequence on access; with stage mixing (training
-only) a sample's
-stage is drawn from a generator seeded by (seed, epoch, i), so an epoch is reproducible and a
-resumed run sees the same draws. `PromptDataset` gives generation prompts for accuracy.
+only) a sample's stage (or, for iCoT, its removal-smoothing offset) is drawn from a generator
+seeded by (seed, epoch, i), so an epoch is reproducible and a resumed run sees the same draws.
+`PromptDataset` gives generation prompts for accuracy.
 """
 
 from __future__ import annotations
@@ -40,11 +40,14 @@ class StageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        stage = self.stage
-        if self.mix_stages and self.method.stage == "curriculum":
+        stage, offset = self.stage, 0
+        if self.mix_stages and self.method.stage in ("curriculum", "tokens"):
             rng = random.Random(hash((self.seed, self.epoch, index)))
-            stage = self.curriculum.sample_stage(stage, len(sample.steps), rng)
-        sequence = build_sequence(sample, stage, self.method, self.curriculum, self.ids)
+            if self.method.stage == "curriculum":
+                stage = self.curriculum.sample_stage(stage, len(sample.steps), rng)
+            else:  # iCoT's removal smoothing
+                offset = self.method.removal_offset(rng)
+        sequence = build_sequence(sample, stage, self.method, self.curriculum, self.ids, offset)
         return {"input_ids": sequence.input_ids, "labels": sequence.labels}
 
 

@@ -5,6 +5,11 @@
 
 Stage 0 of COCONUT keeps the markers with no thoughts between them; methods without markers (cot,
 no_cot) drop them. Pause-token methods write `<pause>` where COCONUT writes `<|latent|>`.
+
+iCoT (`stage: tokens`) counts tokens, not steps: stage n drops the first n tokens of the chain of
+thought (the steps' tokens in order), plus a per-sample smoothing offset in training:
+
+    question "\n" | steps' tokens [n + offset:] | "### " answer <eos>       (all dropped: question -> answer)
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class Sequence:
 
 
 def stage_plan(method: Method, curriculum: Curriculum, stage: int, n_steps: int) -> StagePlan:
+    if method.stage == "tokens":  # whole steps stay; build_sequence drops tokens
+        return StagePlan(steps_dropped=0, thoughts=0)
     plan = curriculum.plan(method.stage_for(stage, curriculum.final_stage), n_steps)
     return plan if method.thought != "none" else StagePlan(plan.steps_dropped, 0)
 
@@ -66,9 +73,20 @@ def thought_span(method: Method, ids: SpecialIds, thoughts: int) -> list[int]:
 
 
 def build_sequence(
-    sample: TokenizedSample, stage: int, method: Method, curriculum: Curriculum, ids: SpecialIds
+    sample: TokenizedSample,
+    stage: int,
+    method: Method,
+    curriculum: Curriculum,
+    ids: SpecialIds,
+    removal_offset: int = 0,
 ) -> Sequence:
-    """The training sequence of `sample` at `stage` (before any per-sample stage mixing)."""
+    """The training sequence of `sample` at `stage` (before any per-sample stage mixing);
+    `removal_offset`: iCoT's extra tokens removed from this sample (removal smoothing)."""
+    if method.stage == "tokens":
+        cot = list(chain.from_iterable(sample.steps))
+        removed = len(cot) if method.removes_all(stage) else min(stage + removal_offset, len(cot))
+        text = cot[removed:] + sample.answer
+        return Sequence(sample.question + text, [IGNORE] * len(sample.question) + text, 0)
     plan = stage_plan(method, curriculum, stage, len(sample.steps))
     prompt = sample.question + thought_span(method, ids, plan.thoughts)
     text = list(chain.from_iterable(sample.steps[plan.steps_dropped :])) + sample.answer
