@@ -40,6 +40,16 @@ class ThoughtOutput:
     past_key_values: DynamicCache | None = None
 
 
+def lm_logits(lm: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head's logits for last-layer hidden states (also read by the sparse-vocabulary thought
+    projection, so that both see the same distribution)."""
+    logits = lm.get_output_embeddings()(hidden)
+    softcap = getattr(lm.config, "final_logit_softcapping", None)
+    if softcap:  # Gemma-2 style soft-capping, applied by its own LM head wrapper
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that start at 0 at each row's first real token (left padding gets 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -60,7 +70,10 @@ class ContinuousThoughtLM(nn.Module):
         params = inspect.signature(self.decoder.forward).parameters
         # Some architectures (e.g. ALiBi models like Bloom) take no position ids.
         self._takes_position_ids = "position_ids" in params
-        self._logit_softcap = getattr(lm.config, "final_logit_softcapping", None)
+        # Norms (B, n_band) of the thoughts fed by the last `run`, NaN where a band column held no
+        # latent; None when it had no thoughts. Detached and never read here: diagnostics read it at
+        # logging steps only, so the training step gains no host sync.
+        self.last_thought_norms: torch.Tensor | None = None
 
     @property
     def config(self):
@@ -77,10 +90,7 @@ class ContinuousThoughtLM(nn.Module):
         return self.lm.get_input_embeddings()(input_ids)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.lm.get_output_embeddings()(hidden)
-        if self._logit_softcap:  # Gemma-2 style soft-capping, applied by its own LM head wrapper
-            logits = torch.tanh(logits / self._logit_softcap) * self._logit_softcap
-        return logits
+        return lm_logits(self.lm, hidden)
 
     def _decode(self, embeds, attention_mask, position_ids, cache) -> torch.Tensor:
         kwargs = {"position_ids": position_ids} if self._takes_position_ids else {}
@@ -111,6 +121,7 @@ class ContinuousThoughtLM(nn.Module):
         embeds = self.embed(input_ids)  # (B, T, D)
         is_latent = input_ids == self.latent_token_id  # (B, T)
         band = is_latent.any(0).nonzero().flatten()  # one host sync per batch
+        self.last_thought_norms = None
         if band.numel() == 0:
             return self._decode(embeds, attention_mask, position_ids, cache), cache
         lo, hi = int(band[0]), int(band[-1])
@@ -121,13 +132,16 @@ class ContinuousThoughtLM(nn.Module):
             )
         chunks = [self._decode(embeds[:, :lo], attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
         previous = chunks[-1][:, -1:]  # (B, 1, D)
+        norms = []
         for t in range(lo, hi + 1):
             thought = self.thought_projection(previous)  # (B, 1, D)
             if thought_hook is not None:
                 thought = thought_hook(thought, t)
+            norms.append(thought.detach().float().norm(dim=-1))  # (B, 1)
             step_input = torch.where(is_latent[:, t, None, None], thought, embeds[:, t : t + 1])
             previous = self._decode(step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache)
             chunks.append(previous)
+        self.last_thought_norms = torch.cat(norms, 1).masked_fill(~is_latent[:, lo : hi + 1], float("nan"))
         if hi + 1 < input_ids.shape[1]:
             chunks.append(self._decode(embeds[:, hi + 1 :], attention_mask, position_ids[:, hi + 1 :], cache))
         return torch.cat(chunks, dim=1), cache

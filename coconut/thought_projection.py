@@ -1,0 +1,156 @@
+"""Thought projections: what maps the last hidden state to the next continuous thought's input embedding.
+
+COCONUT (Hao et al. 2024, arXiv:2412.06769) feeds the hidden state back unchanged (`identity`). Two
+alternatives ask whether a thought can stay continuous yet readable:
+
+  identity      h                                     the paper's method (default)
+  sparse_vocab  sum_i w_i E[v_i]                      v = top-k tokens of the LM head's logits on h,
+                                                      w = softmax(top-k logits / temperature); every
+                                                      thought reads as k weighted tokens
+  linear        h + W h + b   (W, b start at zero)    a learned affine map, a baseline for the
+                                                      bottleneck that starts at the paper's method
+
+`sparse_vocab` reads the model's own LM head and input embedding matrix (not copies), so tied weights
+stay tied and gradients reach both. Its `straight_through` mode feeds hard weights (1/k on each of the
+top-k tokens: for k=1 exactly the argmax token's embedding) and passes the softmax's gradient back.
+Only `linear` has parameters; they live under `model.thought_projection.*` in the state dict, and
+`projection_config` is what a checkpoint stores to rebuild the same module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from coconut.errors import ConfigError
+from coconut.model import lm_logits
+
+NAMES = ("identity", "sparse_vocab", "linear")
+MODES = ("softmax", "straight_through")
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """`model.thought_projection`: a name, plus k / mode / temperature for sparse_vocab. The defaults
+    equal conf/model/thought_projection/*.yaml (a test checks it)."""
+
+    name: str = "identity"
+    k: int = 4  # tokens mixed into a sparse_vocab thought
+    mode: str = "softmax"  # softmax | straight_through
+    temperature: float = 1.0  # on the top-k logits before the softmax
+
+    def __post_init__(self):
+        if self.name not in NAMES:
+            raise ConfigError(
+                f"model.thought_projection={self.name!r} is not a thought projection; choose one of {', '.join(NAMES)}"
+            )
+        if self.name == "sparse_vocab":
+            if not isinstance(self.k, int) or self.k < 1:
+                raise ConfigError(f"model.thought_projection.k must be an integer >= 1, got {self.k!r}")
+            if self.mode not in MODES:
+                raise ConfigError(f"model.thought_projection.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            if not self.temperature > 0:
+                raise ConfigError(f"model.thought_projection.temperature must be > 0, got {self.temperature!r}")
+
+    @classmethod
+    def parse(cls, cfg: str | Mapping | None) -> ProjectionConfig:
+        """From `identity` (a name: its defaults), a mapping with `name` and parameters, or None."""
+        if cfg is None:
+            return cls()
+        if isinstance(cfg, str):
+            return cls(name=cfg)
+        values = dict(cfg)
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(
+                f"model.thought_projection has unknown keys {sorted(unknown)}; known: name, k, mode, temperature"
+            )
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        """The fields that matter for `name` (what checkpoints store)."""
+        if self.name != "sparse_vocab":
+            return {"name": self.name}
+        return asdict(self)
+
+
+class IdentityProjection(nn.Identity):
+    """The paper's method: the hidden state is the thought."""
+
+    config = ProjectionConfig("identity")
+
+
+class SparseVocabProjection(nn.Module):
+    """A thought as a sparse mixture of token embeddings: the LM head's top-k tokens on the hidden
+    state, weighted by their renormalised softmax."""
+
+    def __init__(self, lm: PreTrainedModel, config: ProjectionConfig):
+        super().__init__()
+        vocab = lm.get_input_embeddings().weight.shape[0]
+        if config.k > vocab:
+            raise ConfigError(f"model.thought_projection.k={config.k} exceeds the vocabulary ({vocab} tokens)")
+        self.config = config
+        # Kept outside the module tree: the LM is registered by ContinuousThoughtLM, and registering
+        # it here too would list its weights twice in the state dict.
+        self.__dict__["_lm"] = lm
+
+    def mixture(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weights, token ids), each (..., k): the tokens the thought of `hidden` (..., D) mixes."""
+        logits = lm_logits(self._lm, hidden)  # (..., V)
+        top_logits, top_ids = logits.topk(self.config.k, dim=-1)  # (..., k)
+        soft = torch.softmax(top_logits.float() / self.config.temperature, dim=-1)
+        if self.config.mode == "softmax":
+            return soft, top_ids
+        hard = torch.full_like(soft, 1.0 / self.config.k)
+        # Forward value exactly `hard` (soft - soft is 0), backward the softmax's gradient.
+        return hard + (soft - soft.detach()), top_ids
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        weights, ids = self.mixture(hidden)
+        table = self._lm.get_input_embeddings().weight  # (V, D), the live (possibly tied) matrix
+        tokens = table[ids]  # (..., k, D)
+        return torch.einsum("...k,...kd->...d", weights.to(tokens.dtype), tokens)  # (..., D)
+
+    def extra_repr(self) -> str:
+        return f"k={self.config.k}, mode={self.config.mode}, temperature={self.config.temperature}"
+
+
+class LinearProjection(nn.Module):
+    """A learned affine map h -> h + W h + b with W = 0, b = 0 at the start, i.e. `nn.Linear(d, d)`
+    initialised to the identity. Written as a residual so that weight decay pulls it towards the
+    paper's method rather than towards the zero map."""
+
+    config = ProjectionConfig("linear")
+
+    def __init__(self, dim: int, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        # skip_init: no random draw, so a run's random stream (and its stage-0 model, which has no
+        # thoughts) is the same whichever projection it uses.
+        self.delta = nn.utils.skip_init(nn.Linear, dim, dim, dtype=dtype)
+        nn.init.zeros_(self.delta.weight)
+        nn.init.zeros_(self.delta.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.delta(hidden)
+
+
+def build_thought_projection(cfg: str | Mapping | None, lm: PreTrainedModel) -> nn.Module:
+    """The projection `cfg` names (see `ProjectionConfig.parse`) for the base model `lm`."""
+    config = ProjectionConfig.parse(cfg)
+    if config.name == "identity":
+        return IdentityProjection()
+    if config.name == "sparse_vocab":
+        return SparseVocabProjection(lm, config)
+    embeddings = lm.get_input_embeddings().weight
+    return LinearProjection(embeddings.shape[1], dtype=embeddings.dtype)
+
+
+def projection_config(projection: nn.Module) -> dict:
+    """What a checkpoint stores to rebuild `projection` (a plain `nn.Identity` is the identity)."""
+    if isinstance(projection, nn.Identity):
+        return {"name": "identity"}
+    return projection.config.as_dict()
