@@ -11,14 +11,17 @@ from __future__ import annotations
 from functools import partial
 
 import lightning as L
-from torch.utils.data import DataLoader
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Subset
 from transformers import PreTrainedTokenizerBase
 
 from coconut.curriculum import Curriculum
 from coconut.data.collate import collate_prompts, collate_training
 from coconut.data.dataset import PromptDataset, StageDataset
+from coconut.data.epoch_loader import EpochLoader
 from coconut.data.records import Record
-from coconut.data.sequences import tokenize_records
+from coconut.data.sequences import TokenizedSample, tokenize_records
+from coconut.errors import ConfigError
 from coconut.methods import Method
 from coconut.tokens import SpecialIds
 
@@ -31,6 +34,63 @@ def _collate_prompts(items: list[dict], pad_id: int) -> dict:
     batch = collate_prompts([i["prompt"] for i in items], pad_id)
     batch["index"] = [i["index"] for i in items]
     return batch
+
+
+def eval_sampler(dataset, trainer: L.Trainer | None) -> UnrepeatedDistributedSampler | None:
+    """Under DDP, each process evaluates its share of the records exactly once. Lightning's default
+    DistributedSampler pads the shares to equal length by repeating records, which would count some
+    answers twice in val/acc; unpadded shares differ by at most one batch, which is safe here because
+    evaluation runs no collective per batch (the metrics sync once, at the epoch's end)."""
+    if trainer is None or trainer.world_size <= 1:
+        return None
+    if len(dataset) < trainer.world_size:
+        raise ConfigError(
+            f"{len(dataset)} evaluation records for {trainer.world_size} processes: every process needs one; "
+            "raise data.val_generation_size / the split's size, or use fewer devices"
+        )
+    return UnrepeatedDistributedSampler(
+        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+    )
+
+
+def train_shard(dataset, trainer: L.Trainer | None):
+    """Under DDP, this process's share of the training set (records rank, rank + world, ...), padded
+    by repeating records so that every process runs the same number of steps (each step's gradient
+    all-reduce needs all of them); the EpochLoader then shuffles the share. Lightning's sampler
+    injection is off (`use_distributed_sampler: false` in conf/trainer/ddp.yaml): it cannot wrap the
+    EpochLoader's resumable order."""
+    if trainer is None or trainer.world_size <= 1:
+        return dataset
+    world = trainer.world_size
+    indices = list(range(len(dataset)))
+    indices += indices[: -len(indices) % world]
+    return Subset(dataset, indices[trainer.global_rank :: world])
+
+
+def prompt_loader(
+    records: list[Record],
+    samples: list[TokenizedSample],
+    *,
+    stage: int,
+    method: Method,
+    curriculum: Curriculum,
+    ids: SpecialIds,
+    batch_size: int,
+    n_thoughts: int | None = None,
+    num_workers: int = 0,
+    trainer: L.Trainer | None = None,
+) -> DataLoader:
+    """Generation prompts in dataset order; each batch carries the `index` of its records."""
+    dataset = PromptDataset(
+        records, samples, stage=stage, method=method, curriculum=curriculum, ids=ids, n_thoughts=n_thoughts
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=eval_sampler(dataset, trainer),
+        num_workers=num_workers,
+        collate_fn=partial(_collate_prompts, pad_id=ids.pad),
+    )
 
 
 class CoconutDataModule(L.LightningDataModule):
@@ -73,30 +133,37 @@ class CoconutDataModule(L.LightningDataModule):
             seed=self.seed,
             mix_stages=shuffle,
         )
+        collate = partial(_collate_sequences, latent_id=self.ids.latent, pad_id=self.ids.pad)
+        if shuffle:  # an order fixed by (seed, epoch), resumable mid-epoch
+            return EpochLoader(
+                train_shard(dataset, self.trainer),
+                seed=self.seed,
+                epoch=epoch,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                collate_fn=collate,
+            )
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
+            batch_size=self.eval_batch_size,
+            sampler=eval_sampler(dataset, self.trainer),
             num_workers=self.num_workers,
-            collate_fn=partial(_collate_sequences, latent_id=self.ids.latent, pad_id=self.ids.pad),
+            collate_fn=collate,
         )
 
     def prompts(self, split: str, limit: int | None = None) -> DataLoader:
         n = len(self.samples[split]) if limit is None else min(limit, len(self.samples[split]))
-        dataset = PromptDataset(
+        return prompt_loader(
             self.records[split][:n],
             self.samples[split][:n],
             stage=self.current_stage(),
             method=self.method,
             curriculum=self.curriculum,
             ids=self.ids,
-            n_thoughts=self.n_thoughts,
-        )
-        return DataLoader(
-            dataset,
             batch_size=self.eval_batch_size,
+            n_thoughts=self.n_thoughts,
             num_workers=self.num_workers,
-            collate_fn=partial(_collate_prompts, pad_id=self.ids.pad),
+            trainer=self.trainer,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -28,6 +28,7 @@ from coconut.eval.report import write_evaluation
 from coconut.lit_module import rebuild_from_checkpoint
 from coconut.tokens import special_ids
 from coconut.train import CONFIG_DIR, build_curriculum, build_method
+from coconut.validation import CheckpointError, check_checkpoint_compatible
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,10 @@ def load_checkpoint(path: str) -> dict:
     if not Path(path).is_file():
         raise ConfigError(f"ckpt_path={path}: no such file; give a .ckpt written by coconut-train")
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if "coconut" not in checkpoint or "config" not in checkpoint.get("hyper_parameters", {}):
-        raise ConfigError(
-            f"ckpt_path={path} is not a coconut-train checkpoint (it lacks the tokenizer and run config); "
-            "evaluate the .ckpt files under <run>/checkpoints/"
-        )
+    try:
+        check_checkpoint_compatible(checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"ckpt_path={path}: {error}") from None
     return checkpoint
 
 
@@ -71,7 +71,9 @@ def run_evaluation(cfg: DictConfig) -> dict:
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(checkpoint["hyper_parameters"]["config"])
-    method, curriculum = build_method(trained), build_curriculum(trained)
+    # The trained method unless method=<name> asks for another compatible one (its stage rule).
+    method = build_method(cfg if cfg.get("method") else trained)
+    curriculum = build_curriculum(trained)
     # The checkpoint's own data config by default: the very test split of its training run.
     data_cfg = cfg.data if cfg.get("data") else trained.data
     split = cfg.split
@@ -82,6 +84,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         records = records[: cfg.limit]
 
     model, tokenizer = rebuild_from_checkpoint(checkpoint)
+    check_checkpoint_compatible(checkpoint, method, tokenizer)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     ids = special_ids(tokenizer)

@@ -2,8 +2,9 @@
 generation through continuous thoughts.
 
 Logged: `train/loss`, `{val,test}/loss`, `{val,test}/acc` (exact match after the dataset's answer
-normalisation), `{val,test}/tokens_per_answer` (text tokens generated, eos included), and a few
-decoded samples as text. Checkpoints carry what evaluation needs to rebuild the model without the
+normalisation), `{val,test}/tokens_per_answer` (text tokens generated, eos included),
+`{val,test}/legibility/*` (coconut.eval.legibility, on the same questions), and a few decoded
+samples as text. Checkpoints carry what evaluation needs to rebuild the model without the
 training run's folder: the tokenizer files and the model config.
 """
 
@@ -17,9 +18,10 @@ import torch
 from torchmetrics import MeanMetric
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from coconut.eval.answers import answers_match, extract_answer
-from coconut.generation import generate
+from coconut.eval.evaluator import Answer, answer_batch, legibility_block, read_thoughts, reasoning_of
+from coconut.eval.legibility import key_tokens_for
 from coconut.model import ContinuousThoughtLM
+from coconut.thought_projection import build_thought_projection, projection_config
 
 SAMPLES_LOGGED = 4
 
@@ -46,6 +48,7 @@ class CoconutLitModule(L.LightningModule):
             {f"{split}_{name}": MeanMetric() for split in ("val", "test") for name in ("loss", "acc", "tokens")}
         )
         self._samples: list[str] = []
+        self._answers: list[Answer] = []  # this epoch's, for legibility
 
     # -- steps -------------------------------------------------------------------------------
     def model_step(self, batch: dict) -> torch.Tensor:
@@ -64,26 +67,43 @@ class CoconutLitModule(L.LightningModule):
             self.metrics[f"{split}_loss"].update(self.model_step(batch), weight=tokens)
             return
         dataset = self._prompt_dataset(split)
-        out = generate(
+        answers = answer_batch(
             self.model,
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch["position_ids"],
-            eos_token_id=self.tokenizer.eos_token_id,
+            self.tokenizer,
+            batch,
+            dataset.records,
+            answer_kind=self.answer_kind,
             max_new_tokens=self.max_new_tokens,
+            thought_ids=(dataset.ids.latent, dataset.ids.pause),
         )
-        for index, tokens, emitted, passes in zip(batch["index"], out.tokens, out.emitted, out.forward_passes):
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            reference = dataset.records[index].answer
-            correct = answers_match(extract_answer(text), reference, self.answer_kind)
-            self.metrics[f"{split}_acc"].update(float(correct))
-            self.metrics[f"{split}_tokens"].update(float(emitted))
+        for answer in answers:
+            self.metrics[f"{split}_acc"].update(float(answer.correct))
+            self.metrics[f"{split}_tokens"].update(float(answer.emitted))
             if len(self._samples) < SAMPLES_LOGGED:
-                question = dataset.records[index].question
+                record = dataset.records[answer.index]
                 self._samples.append(
-                    f"**Q:** {question}  \n**generated:** `{text}`  \n**reference:** {reference} "
-                    f"({'correct' if correct else 'wrong'}, {passes} forward passes)"
+                    f"**Q:** {record.question}  \n**generated:** `{answer.text}`  \n**reference:** {record.answer} "
+                    f"({'correct' if answer.correct else 'wrong'}, {answer.forward_passes} forward passes)"
                 )
+        self._answers.extend(answers)
+
+    def _log_legibility(self, split: str) -> None:
+        """`{split}/legibility/*` on the questions answered this epoch (the ablations, which cost a
+        generation pass each, are left to coconut-eval)."""
+        answers, self._answers = self._answers, []
+        if not answers or self.trainer.sanity_checking:
+            return
+        dataset = self._prompt_dataset(split)
+        tokens = [read_thoughts(self.model, self.tokenizer, a.thoughts) for a in answers]
+        questions = reasoning_of(
+            answers, dataset.records, tokens, method=dataset.method, curriculum=dataset.curriculum, stage=dataset.stage
+        )
+        block, _ = legibility_block(questions, answers, key_tokens_for(self.tokenizer))
+        # Under DDP, on rank 0's share of the questions: a metric may have nothing to measure on one
+        # rank (None, not logged) and something on another, so a synced log could wait forever.
+        for name, value in block.items():
+            if value is not None:
+                self.log(f"{split}/legibility/{name}", float(value), add_dataloader_idx=False, rank_zero_only=True)
 
     def _prompt_dataset(self, split: str):
         loaders = self.trainer.val_dataloaders if split == "val" else self.trainer.test_dataloaders
@@ -107,9 +127,11 @@ class CoconutLitModule(L.LightningModule):
         self._samples = []
 
     def on_validation_epoch_end(self) -> None:
+        self._log_legibility("val")
         self._log_eval("val")
 
     def on_test_epoch_end(self) -> None:
+        self._log_legibility("test")
         self._log_eval("test")
 
     # -- optimisation ---------------------------------------------------------------------------
@@ -129,6 +151,7 @@ class CoconutLitModule(L.LightningModule):
             "tokenizer_files": files,
             "model_config": self.model.lm.config.to_dict(),
             "latent_token_id": self.model.latent_token_id,
+            "thought_projection": projection_config(self.model.thought_projection),
         }
 
 
@@ -141,7 +164,10 @@ def rebuild_from_checkpoint(checkpoint: dict) -> tuple[ContinuousThoughtLM, PreT
         tokenizer = AutoTokenizer.from_pretrained(folder)
     config_dict = dict(saved["model_config"])
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
-    model = ContinuousThoughtLM(AutoModelForCausalLM.from_config(config), saved["latent_token_id"])
+    lm = AutoModelForCausalLM.from_config(config)
+    # Checkpoints from before thought projections existed used the identity.
+    projection = build_thought_projection(saved.get("thought_projection"), lm)
+    model = ContinuousThoughtLM(lm, saved["latent_token_id"], projection)
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model, tokenizer

@@ -7,24 +7,40 @@ coconut-train -m curriculum.c_thought=1,2 seed=0,1,2   # a sweep, one output fol
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from coconut.base_model import load_base_model, save_tokenizer
 from coconut.callbacks import CurriculumCallback, StageBestCheckpoint
 from coconut.curriculum import Curriculum
-from coconut.data.splits import load_splits
+from coconut.data.splits import DataConfigError, load_splits, split_source
 from coconut.datamodule import CoconutDataModule
-from coconut.errors import UserInputError
-from coconut.lit_module import CoconutLitModule
+from coconut.errors import ConfigError, UserInputError
+from coconut.health import StopOnNonFiniteLoss
+from coconut.lit_module import CoconutLitModule, rebuild_from_checkpoint
 from coconut.methods import Method
 from coconut.model import ContinuousThoughtLM
+from coconut.runs import recorded, resume_point, run_config
+from coconut.strategies import build_strategy
+from coconut.thought_projection import build_thought_projection
+from coconut.tokens import special_ids
+from coconut.validation import (
+    check_group_choices,
+    check_thoughts_fit,
+    keep_within_context,
+    max_positions,
+    validate_config,
+)
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -39,11 +55,38 @@ def build_curriculum(cfg: DictConfig) -> Curriculum:
         latents_per_step=c.latents_per_step,
         pad_latent_to_max=c.pad_latent_to_max,
         stage_mix_prob=c.stage_mix_prob,
+        start_stage=c.get("start_stage", 0),
     )
 
 
 def build_method(cfg: DictConfig) -> Method:
-    return Method(name=cfg.method.name, thought=cfg.method.thought, stage=cfg.method.stage, markers=cfg.method.markers)
+    return Method.from_config(OmegaConf.to_container(cfg.method, resolve=True))
+
+
+def init_from_checkpoint(path: str):
+    """`init_from=<.ckpt>`: the weights and tokenizer of an earlier coconut-train run (e.g. the
+    chain-of-thought run a COCONUT run starts from), with a fresh optimizer and epoch 0; the
+    `model` group is not used. Unlike ckpt_path (resume), the new run's config decides the rest."""
+    if not Path(path).is_file():
+        raise ConfigError(f"init_from={path}: no such file; give a .ckpt written by coconut-train")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if "coconut" not in checkpoint:
+        raise ConfigError(f"init_from={path}: not a coconut-train checkpoint (it has no 'coconut' entry)")
+    model, tokenizer = rebuild_from_checkpoint(checkpoint)
+    log.info("init_from %s: weights and tokenizer loaded (model=%s not used)", path, model.lm.config.model_type)
+    return tokenizer, model.lm, special_ids(tokenizer)
+
+
+def check_prepared(data_cfg: DictConfig) -> None:
+    """Datasets that a prepare command writes (`data.prepare`) say so when a file is missing."""
+    command = data_cfg.get("prepare")
+    for split in ("train", "val", "test"):
+        path = data_cfg.get(f"{split}_path")
+        if command and path and not Path(path).exists():
+            raise DataConfigError(
+                f"data={data_cfg.get('name')}: {path} does not exist. Fix: run `{command}` first "
+                f"(it writes {Path(path).parent}), or give data.{split}_path=<file>"
+            )
 
 
 def describe(cfg: DictConfig, datamodule: CoconutDataModule, curriculum: Curriculum, method: Method) -> str:
@@ -57,20 +100,39 @@ def describe(cfg: DictConfig, datamodule: CoconutDataModule, curriculum: Curricu
         f"{len(datamodule.samples['test'])} records, {n_steps:.1f} steps each | stages {stages} over "
         f"{cfg.trainer.max_epochs} epochs | {curriculum.latents_per_step} thoughts per step, "
         f"~{final} per sample at the final stage | {len(train) // cfg.data.batch_size} steps/epoch"
+        + (f" | starts at stage {curriculum.start_stage}" if curriculum.start_stage else "")
     )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Trains (and optionally tests) one configuration; returns the final logged metrics."""
+    validate_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     curriculum, method = build_curriculum(cfg), build_method(cfg)
+    if curriculum.start_stage and method.stage == "curriculum" and not cfg.get("init_from"):
+        # Skipping stage 0 from a base model that never learnt the chain of thought is a mistake.
+        raise ConfigError(
+            f"curriculum.start_stage={curriculum.start_stage} skips stage 0, so it needs a model that has learnt "
+            "the chain of thought. Fix: give init_from=<checkpoint>, e.g. checkpoints/stage0-best.ckpt of "
+            "`coconut-train experiment=gsm8k_cot`, or set curriculum.start_stage=0"
+        )
 
+    # Before anything is written into output_dir (README "Resuming interrupted runs").
+    run_cfg = run_config(cfg)
+    ckpt_path = resume_point(cfg, output_dir, run_cfg)
+
+    check_prepared(cfg.data)
     splits = load_splits(cfg.data)
-    texts = (t for r in splits["train"] for t in (r.question, *r.steps, "### " + r.answer))
-    tokenizer, lm, ids = load_base_model(cfg.model, texts)
+    if cfg.get("init_from"):
+        tokenizer, lm, ids = init_from_checkpoint(cfg.init_from)
+    else:
+        texts = (t for r in splits["train"] for t in (r.question, *r.steps, "### " + r.answer))
+        tokenizer, lm, ids = load_base_model(cfg.model, texts)
+    positions = max_positions(lm.config)
+    check_thoughts_fit(method, curriculum, positions, cfg.data.max_new_tokens)
     save_tokenizer(tokenizer, output_dir / "tokenizer")
-    model = ContinuousThoughtLM(lm, ids.latent)
+    model = ContinuousThoughtLM(lm, ids.latent, build_thought_projection(cfg.model.get("thought_projection"), lm))
 
     datamodule = CoconutDataModule(
         splits,
@@ -84,6 +146,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
         seed=cfg.seed,
         num_workers=cfg.data.num_workers,
     )
+    for split in datamodule.samples:  # records longer than the model's positions: skipped or an error
+        datamodule.records[split], datamodule.samples[split] = keep_within_context(
+            datamodule.records[split],
+            datamodule.samples[split],
+            source=split_source(cfg.data, split),
+            method=method,
+            curriculum=curriculum,
+            ids=ids,
+            positions=positions,
+            generation_budget=0 if split == "train" else cfg.data.max_new_tokens,
+            strict=cfg.data.get("strict", False),
+        )
     module = CoconutLitModule(
         model,
         tokenizer,
@@ -96,29 +170,62 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info(describe(cfg, datamodule, curriculum, method))
 
     checkpoint_dir = output_dir / "checkpoints"
+    stage_best = StageBestCheckpoint(str(checkpoint_dir), curriculum, method, monitor="val/acc")
     callbacks = [
         CurriculumCallback(curriculum, method, cfg.curriculum.reset_optimizer),
-        StageBestCheckpoint(str(checkpoint_dir), curriculum, method, monitor="val/acc"),
+        StopOnNonFiniteLoss(),
+        stage_best,
         *(instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None),
     ]
     logger = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if cfg.get("test"):
-        trainer.test(module, datamodule=datamodule, ckpt_path=None)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    # FSDP wraps the base model's decoder blocks, a class known only now (coconut/strategies.py).
+    strategy = build_strategy(cfg.trainer, lm)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger or False, **({"strategy": strategy} if strategy else {})
+    )
+    with recorded(output_dir, run_cfg, ckpt_path, enabled=trainer.is_global_zero):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test"):
+            trainer.test(module, datamodule=datamodule, ckpt_path=None)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    if trainer.is_global_zero:
+        # What scripts/aggregate.py tabulates across a sweep: final metrics, best val/acc per stage.
+        best = {f"stage{s}": b["score"] for s, b in sorted(stage_best.best.items())}
+        summary = {"final": metrics, "best_per_stage": {"val/acc": best}}
+        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> float | None:
     try:
-        train(cfg)
+        metrics = train(cfg)
     except UserInputError as error:
         # The user's input is wrong: say what and how to fix it, without a traceback.
         log.error("%s", error)
         sys.exit(2)
+    except SIGTERMException:
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        log.error("stopped by SIGTERM; %s holds the run so far: run the same command again to resume", last)
+        sys.exit(128 + signal.SIGTERM)  # what a shell reports for a process ended by SIGTERM
+    # A sweeper (hparams_search=...) optimises the value returned here.
+    name = cfg.get("optimized_metric")
+    if name and name not in metrics:
+        log.error("optimized_metric=%s was not logged; logged: %s", name, ", ".join(sorted(metrics)))
+        sys.exit(2)
+    return metrics[name] if name else None
+
+
+def main() -> float | None:
+    """The `coconut-train` command: a config group choice that does not exist (`method=xyz`) gets
+    one line listing the valid ones, before Hydra composes anything."""
+    try:
+        check_group_choices(sys.argv[1:], CONFIG_DIR)
+    except ConfigError as error:
+        print(f"coconut-train: {error}", file=sys.stderr)
+        sys.exit(2)
+    return run()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from test_train_e2e import scalars, tiny_cfg
 
 from coconut.evaluate import run_evaluation
 from coconut.train import CONFIG_DIR, train
+from coconut.validation import CheckpointError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,3 +127,11 @@ def test_latest_is_the_newest_training_runs_last_checkpoint(trained, tmp_path, m
     assert evaluate_module.resolve_checkpoint("latest") == str(
         tmp_path / "runs" / "newer" / "checkpoints" / "last.ckpt"
     )
+
+
+def test_an_incompatible_method_is_refused_before_evaluating(trained, tmp_path):
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    with pytest.raises(CheckpointError, match="method=coconut"):
+        run_evaluation(eval_cfg(tmp_path / "cot", ckpt, "method=cot"))
+    final = run_evaluation(eval_cfg(tmp_path / "final", ckpt, "method=no_curriculum", "legibility.ablations=[]"))
+    assert final["method"] == "no_curriculum" and final["stage"] == 2  # the final stage (max_latent_stage 1 + 1)

@@ -31,7 +31,16 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def test_two_stages_write_tensorboard_checkpoints_and_tokenizer(tmp_path):
     metrics = train(tiny_cfg(tmp_path, "trainer.max_epochs=2"))
     logged = scalars(tmp_path)
-    for tag in ("train/loss", "val/loss", "val/acc", "val/tokens_per_answer", "curriculum/stage", "test/acc"):
+    for tag in (
+        "train/loss",
+        "val/loss",
+        "val/acc",
+        "val/tokens_per_answer",
+        "curriculum/stage",
+        "test/acc",
+        "val/legibility/decode_top1",
+        "val/legibility/loss",
+    ):
         assert tag in logged, f"{tag} missing from TensorBoard; have {sorted(logged)}"
     assert [value for _, value in logged["curriculum/stage"]] == [0.0, 1.0]
     assert 0.0 <= metrics["val/acc"] <= 1.0
