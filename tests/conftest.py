@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny GPT-2 and Llama models built from configs, and the path to ../shared/data."""
+"""Shared fixtures: tiny GPT-2 and Llama models built from configs, the tiny coconut-train config,
+TensorBoard scalars of a run, and the path to ../shared/data."""
 
 from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -11,6 +14,25 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 needs_shared_data = pytest.mark.skipif(
     not SHARED_DATA.exists(), reason="../shared/data is absent (benchmark files are staged only on dev and CI machines)"
 )
+
+
+def tiny_cfg(output_dir: Path, *overrides: str):
+    """coconut-train on debug=fast (a tiny GPT-2, a few batches) writing into `output_dir`, with
+    stages 0 and 1 of the curriculum."""
+    from coconut.train import CONFIG_DIR  # noqa: PLC0415 (import the package only when used)
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=["debug=fast", f"paths.output_dir={output_dir}", "curriculum.max_latent_stage=1", *overrides],
+        )
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """TensorBoard scalars of a run: tag -> [(step, value), ...]."""
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def tiny_lm(family: str, vocab_size: int = 64, seed: int = 0):

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_cfg
 from hydra import compose, initialize_config_dir
-from test_train_e2e import tiny_cfg
 
 from coconut.curriculum import Curriculum
 from coconut.data.records import DataError, Record

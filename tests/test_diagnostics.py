@@ -7,8 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_lm
-from hydra import compose, initialize_config_dir
+from conftest import tiny_cfg, tiny_lm
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from coconut.data.collate import collate_training
@@ -17,25 +16,15 @@ from coconut.diagnostics import ThoughtDiagnostics
 from coconut.eval.steps import step_key
 from coconut.eval.thought_hooks import ThoughtRecorder
 from coconut.model import ContinuousThoughtLM
-from coconut.train import CONFIG_DIR, train
+from coconut.train import train
 
 LATENT = 61
 ROWS = [[5, 6, 7, 8, 62, LATENT, LATENT, LATENT, 63, 9, 10], [5, 6, 62, LATENT, 63, 12, 13], [8, 9, 10, 24]]
 
 
-def tiny_cfg(output_dir, *overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[
-                "debug=fast",
-                f"paths.output_dir={output_dir}",
-                "curriculum.max_latent_stage=1",
-                "trainer.max_epochs=2",  # stage 0 (no thoughts), then stage 1
-                "test=false",
-                *overrides,
-            ],
-        )
+def diagnostics_cfg(output_dir, *overrides):
+    # stage 0 (no thoughts), then stage 1
+    return tiny_cfg(output_dir, "trainer.max_epochs=2", "test=false", *overrides)
 
 
 def events(run_dir) -> EventAccumulator:
@@ -45,7 +34,7 @@ def events(run_dir) -> EventAccumulator:
 
 
 def test_a_run_logs_thought_norms_histograms_text_and_projector(tmp_path):
-    cfg = tiny_cfg(tmp_path, "model/thought_projection=sparse_vocab", "model.thought_projection.k=3")
+    cfg = diagnostics_cfg(tmp_path, "model/thought_projection=sparse_vocab", "model.thought_projection.k=3")
     metrics = train(cfg)
     logged = events(tmp_path)
     tags = logged.Tags()

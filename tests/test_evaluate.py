@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import scalars, tiny_cfg
 from hydra import compose, initialize_config_dir
-from test_train_e2e import scalars, tiny_cfg
 
 from coconut.evaluate import run_evaluation
 from coconut.train import CONFIG_DIR, train

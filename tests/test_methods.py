@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_cfg
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -170,28 +171,22 @@ def test_an_unknown_method_key_is_an_error_not_ignored():
         Method.from_config({"name": "icot", "stage": "tokens", "tokens_per_epoch": 8})
 
 
-def tiny_cfg(output_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[
-                "debug=fast",
-                f"paths.output_dir={output_dir}",
-                "curriculum.max_latent_stage=1",
-                "test=false",
-                "logger={}",
-                "data.max_new_tokens=8",  # val/acc is logged either way; generation dominates the run time
-                "trainer.limit_train_batches=1",
-                "trainer.limit_val_batches=1",
-                *overrides,
-            ],
-        )
+def method_cfg(output_dir: Path, *overrides: str):
+    return tiny_cfg(
+        output_dir,
+        "test=false",
+        "logger={}",
+        "data.max_new_tokens=8",  # val/acc is logged either way; generation dominates the run time
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        *overrides,
+    )
 
 
 @pytest.mark.parametrize("name", ["pause", "pause_as_thought", "no_curriculum", "no_thought", "icot"])
 def test_each_method_trains_and_evaluates(tmp_path, name):
     extra = ["method.tokens_removed_per_epoch=3"] if name == "icot" else []
-    metrics = train(tiny_cfg(tmp_path, f"method={name}", "trainer.max_epochs=2", *extra))
+    metrics = train(method_cfg(tmp_path, f"method={name}", "trainer.max_epochs=2", *extra))
     assert 0.0 <= metrics["val/acc"] <= 1.0 and math.isfinite(metrics["val/loss"])
     final_stage = {"pause": 2, "pause_as_thought": 1, "no_curriculum": 2, "no_thought": 1, "icot": 3}[name]
     assert metrics["curriculum/stage"] == final_stage  # epoch 1's stage

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_e2e import scalars, tiny_cfg
+from conftest import scalars, tiny_cfg
 
 from coconut.callbacks import save_atomically
 from coconut.data.epoch_loader import EpochLoader

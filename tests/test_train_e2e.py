@@ -3,29 +3,13 @@
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import scalars, tiny_cfg
 
 from coconut.lit_module import rebuild_from_checkpoint
-from coconut.train import CONFIG_DIR, train
-
-
-def tiny_cfg(output_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=["debug=fast", f"paths.output_dir={output_dir}", "curriculum.max_latent_stage=1", *overrides],
-        )
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+from coconut.train import train
 
 
 def test_two_stages_write_tensorboard_checkpoints_and_tokenizer(tmp_path):
