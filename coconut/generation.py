@@ -16,6 +16,14 @@ import torch
 from coconut.model import ContinuousThoughtLM, ThoughtHook
 
 
+def greedy_token(model: ContinuousThoughtLM, hidden: torch.Tensor) -> torch.Tensor:
+    """The most likely next token of `hidden` (..., D) that can be written as text: `<|latent|>` is
+    never chosen, since its input is a thought, not a token (a half-trained model can rank it first)."""
+    logits = model.logits(hidden)
+    logits[..., model.latent_token_id] = float("-inf")
+    return logits.argmax(-1)
+
+
 @dataclass
 class Generation:
     tokens: list[list[int]]  # generated ids per row, eos excluded
@@ -36,7 +44,7 @@ def generate(
 ) -> Generation:
     batch = input_ids.shape[0]
     hidden, cache = model.run(input_ids, attention_mask, position_ids, thought_hook=thought_hook)
-    next_token = model.logits(hidden[:, -1]).argmax(-1)  # (B,)
+    next_token = greedy_token(model, hidden[:, -1])  # (B,)
     tokens = torch.empty(batch, 0, dtype=torch.long, device=input_ids.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     lengths = torch.zeros(batch, dtype=torch.long, device=input_ids.device)
@@ -50,7 +58,7 @@ def generate(
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
         position = position + 1
         hidden, cache = model.run(next_token[:, None], attention_mask, position, cache)
-        next_token = model.logits(hidden[:, -1]).argmax(-1)
+        next_token = greedy_token(model, hidden[:, -1])
     generated = [row[:n].tolist() for row, n in zip(tokens, lengths.tolist())]
     # A pass per thought column (each depends on the last), one for the prompt before and after
     # them, and one per generated token after the first.
@@ -71,7 +79,9 @@ def generate_uncached(
     device = next(model.parameters()).device
     ids = list(prompt)
     for _ in range(max_new_tokens):
-        next_token = int(model(torch.tensor([ids], device=device)).logits[0, -1].argmax())
+        logits = model(torch.tensor([ids], device=device)).logits[0, -1]
+        logits[model.latent_token_id] = float("-inf")  # as greedy_token
+        next_token = int(logits.argmax())
         if next_token == eos_token_id:
             break
         ids.append(next_token)
