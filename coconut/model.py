@@ -26,7 +26,6 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
-
 # (thoughts (B, 1, D), column of the input) -> the thoughts to feed; rows that are not latent at
 # that column ignore the result.
 ThoughtHook = Callable[[torch.Tensor, int], torch.Tensor]

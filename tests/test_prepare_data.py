@@ -205,3 +205,41 @@ def test_console_script_and_module_entry_points(tmp_path):
     for command in ([sys.executable, "-m", "coconut.data"], [str(Path(sys.executable).parent / "coconut-data")]):
         done = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "gsm8k_aug" in done.stdout and "--source" in done.stdout
+
+
+@needs_shared_data
+def test_holdout_carves_valid_and_test_off_a_single_file(tmp_path):
+    source = SHARED_DATA / "prosqa" / "prosqa_valid.json"
+    prepare.main(
+        ["prosqa", "--source", str(source), "--split", "train", "--holdout", "30", "20", "--out", str(tmp_path)]
+    )
+    folder = tmp_path / "prosqa"
+    raw = load_records(source)
+    assert written(folder, "train") == raw[:-50]
+    assert written(folder, "valid") == raw[-50:-20]
+    assert written(folder, "test") == raw[-20:]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["splits"]["test"]["from"]["held_out"] == f"records {len(raw) - 20}..{len(raw) - 1} of train"
+
+
+def test_holdout_refuses_what_cannot_work(tmp_path, capsys):
+    records = [{"question": f"q{i}", "steps": ["s"], "answer": str(i)} for i in range(10)]
+    (tmp_path / "all.json").write_text(json.dumps(records))
+    (tmp_path / "prosqa_valid.json").write_text(json.dumps(records))
+    cases = [
+        (
+            ["--source", str(tmp_path / "all.json"), "--split", "train", "--holdout", "6", "4"],
+            "asks for 10 records but train has 10",
+        ),
+        (["--source", str(tmp_path / "prosqa_valid.json"), "--holdout", "2", "2"], "already holds valid"),
+        (
+            ["--source", str(tmp_path / "prosqa_valid.json"), "--holdout", "0", "2"],
+            "the source has none: add --split train",
+        ),
+        (["--holdout", "2", "2"], "give --source too"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit):
+            prepare.main(["prosqa", *args, "--out", str(tmp_path / "out")])
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -4,6 +4,8 @@
     coconut-data gsm8k_aug --source DIR       # convert files already on disk (DIR or one file)
     coconut-data multiplication --digits 5    # generate (iCoT format, seeded) -> data/multiplication_5x5/
     coconut-data arithmetic                   # the built-in generator, as conf/data/arithmetic.yaml sets it
+    coconut-data prosqa --source prosqa_valid.json --split train --holdout 50 50
+                                              # one file -> train + the last 50 / 50 as valid / test
 
 Every benchmark ends as `<out>/<name>/{train,valid,test}.json` (a JSON list of `{question, steps,
 answer}`, written by `sources.write_records`) plus `manifest.json`: counts, where each split came from,
@@ -201,6 +203,37 @@ def convert(benchmark: Benchmark, source: Path, split: str | None = None) -> tup
     return splits, origins
 
 
+def hold_out(splits: dict[str, list[Record]], origins: dict, counts: dict[str, int]) -> None:
+    """Carves `counts` (valid, test) records off the end of `train`, for a source that holds fewer
+    splits than a run needs (e.g. only ProsQA's validation file). The published files are already in
+    random order, so the last records are as good a sample as any; valid comes before test."""
+    wanted = {name: n for name, n in counts.items() if n > 0}
+    present = sorted(set(wanted) & set(splits))
+    if present:
+        raise UserInputError(
+            f"the source already holds {' and '.join(present)}: --holdout would replace it; "
+            f"give 0 for {' and '.join(present)} (--holdout VALID TEST)"
+        )
+    if "train" not in splits:
+        raise UserInputError(
+            "--holdout carves valid/test off the train split, and the source has none: add --split train"
+        )
+    train, total = splits["train"], sum(wanted.values())
+    if total >= len(train):
+        raise UserInputError(
+            f"--holdout asks for {total} records but train has {len(train)}: hold out fewer, "
+            f"so that some remain to train on"
+        )
+    end = len(train)
+    for name in ("test", "valid"):  # from the end backwards, so that valid precedes test
+        n = wanted.get(name, 0)
+        if n:
+            splits[name] = train[end - n : end]
+            origins[name] = {**origins["train"], "held_out": f"records {end - n}..{end - 1} of train"}
+            end -= n
+    splits["train"] = train[:end]
+
+
 # -- downloading -----------------------------------------------------------------------------------
 def download(benchmark: Benchmark, folder: Path, timeout: float = 60.0) -> Path:
     """Fetches every raw file of `benchmark` into `folder` (files already there are kept)."""
@@ -291,8 +324,12 @@ def prepare(
     digits: int = 4,
     sizes: dict[str, int] | None = None,
     seed: int = 0,
+    holdout: dict[str, int] | None = None,
 ) -> Path:
-    """Prepares one benchmark into `<out>/<name>/`; returns that folder."""
+    """Prepares one benchmark into `<out>/<name>/`; returns that folder. `holdout` (converted
+    sources only) carves valid/test off the end of train (see `hold_out`)."""
+    if holdout and source is None:
+        raise UserInputError("--holdout carves splits off local files: give --source too")
     if benchmark in GENERATED:
         name = f"multiplication_{digits}x{digits}" if benchmark == "multiplication" else benchmark
         folder = out / name
@@ -303,6 +340,8 @@ def prepare(
                 {s: (f"{digits}x{digits}_{s}.txt", f"{s}.txt") for s in SPLITS},
             )
             splits, origins = convert(files, source, split)
+            if holdout:
+                hold_out(splits, origins, holdout)
             return _finish(folder, splits, {"converted": str(source)}, origins)
         splits = generate(benchmark, sizes, seed, digits)
         about = {"generated": benchmark, "seed": seed, **({"digits": digits} if benchmark == "multiplication" else {})}
@@ -314,6 +353,8 @@ def prepare(
         splits, origins = convert(spec, raw)
         return _finish(folder, splits, {"downloaded": list(spec.urls.values())}, origins)
     splits, origins = convert(spec, source, split)
+    if holdout:
+        hold_out(splits, origins, holdout)
     return _finish(folder, splits, {"converted": str(source)}, origins)
 
 
@@ -346,6 +387,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="generated sets (default: conf/data/<benchmark>.yaml sizes)",
     )
     parser.add_argument("--seed", type=int, default=0, help="generated sets: the data seed (data.seed)")
+    parser.add_argument(
+        "--holdout",
+        type=int,
+        nargs=2,
+        metavar=("VALID", "TEST"),
+        help="with --source: carve this many valid / test records off the end of train (0: none), "
+        "for a source that lacks those splits",
+    )
     return parser.parse_args(argv)
 
 
@@ -362,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
             digits=args.digits,
             sizes=sizes,
             seed=args.seed,
+            holdout=dict(zip(("valid", "test"), args.holdout)) if args.holdout else None,
         )
     except UserInputError as error:
         print(f"coconut-data: {error}", file=sys.stderr)
