@@ -17,23 +17,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-COLUMNS = [  # header, report key (dotted), format
-    ("method", "method", "{}"),
-    ("data", "dataset", "{}"),
-    ("stage", "stage", "{}"),
-    ("thoughts", "tokens.thoughts_mean", "{:.1f}"),
-    ("accuracy", "accuracy", "{:.3f}"),
-    ("tokens", "tokens.generated_mean", "{:.1f}"),
-    ("forward passes", "tokens.forward_passes_mean", "{:.1f}"),
-    ("decode top-1 (chance)", "legibility.decode_top1", "{:.2f}"),
-    ("probe (majority)", "legibility.probe", "{:.2f}"),
-    ("written steps correct", "legibility.text_steps_correct", "{:.2f}"),
-    ("legibility loss", "legibility.loss", "{:.2f}"),
-    ("drop w/ other thoughts", "legibility.ablation_drop.other", "{:+.3f}"),
-]
-BASELINES = {"legibility.decode_top1": "legibility.decode_top1_chance", "legibility.probe": "legibility.probe_majority"}
-
-
 def lookup(report: dict, dotted: str):
     value = report
     for part in dotted.split("."):
@@ -43,8 +26,43 @@ def lookup(report: dict, dotted: str):
     return value
 
 
-def cell(report: dict, key: str, fmt: str) -> str:
-    value = lookup(report, key)
+def projection(report: dict) -> str | None:
+    """The trained model's thought projection, with its parameters (`sparse_vocab k=4 softmax T=1.0`)."""
+    config = lookup(report, "config.train.model.thought_projection")
+    if config is None:
+        return None
+    if isinstance(config, str):
+        return config
+    if config.get("name") != "sparse_vocab":
+        return config.get("name")
+    return f"sparse_vocab k={config.get('k')} {config.get('mode')} T={config.get('temperature')}"
+
+
+COLUMNS = [  # header, report key (dotted) or a function of the report, format
+    ("method", "method", "{}"),
+    ("thought projection", projection, "{}"),
+    ("data", "dataset", "{}"),
+    ("stage", "stage", "{}"),
+    ("thoughts", "tokens.thoughts_mean", "{:.1f}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("tokens", "tokens.generated_mean", "{:.1f}"),
+    ("forward passes", "tokens.forward_passes_mean", "{:.1f}"),
+    ("decode top-1 (chance)", "legibility.decode_top1", "{:.2f}"),
+    ("decode top-5 (chance)", "legibility.decode_top5", "{:.2f}"),
+    ("probe (majority)", "legibility.probe", "{:.2f}"),
+    ("written steps correct", "legibility.text_steps_correct", "{:.2f}"),
+    ("legibility loss", "legibility.loss", "{:.2f}"),
+    ("drop w/ other thoughts", "legibility.ablation_drop.other", "{:+.3f}"),
+]
+BASELINES = {
+    "legibility.decode_top1": "legibility.decode_top1_chance",
+    "legibility.decode_top5": "legibility.decode_top5_chance",
+    "legibility.probe": "legibility.probe_majority",
+}
+
+
+def cell(report: dict, key, fmt: str) -> str:
+    value = key(report) if callable(key) else lookup(report, key)
     if value is None:
         return "-"
     text = fmt.format(value)

@@ -74,7 +74,7 @@ def test_thought_count_can_be_set_at_inference(trained, tmp_path):
     shown = subprocess.run([*compare, "--out", str(tmp_path / "cmp")], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr[-2000:]
     rows = [line for line in (tmp_path / "cmp" / "compare.md").read_text().splitlines() if line.startswith("| zero")]
-    assert len(rows) == 1 and " 0.0 |" in rows[0]  # zero thoughts
+    assert len(rows) == 1 and " 0.0 |" in rows[0] and "| identity |" in rows[0]  # zero thoughts, the projection
     assert (tmp_path / "cmp" / "accuracy_vs_tokens.png").stat().st_size > 1000
 
 
