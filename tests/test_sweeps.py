@@ -78,7 +78,7 @@ def test_aggregate_groups_seeds_and_keeps_only_varying_keys(tmp_path):
 def test_aggregate_a_real_two_seed_two_value_multirun(tmp_path):
     args = ["-m", "debug=fast", "trainer.max_epochs=2", "test=false", "curriculum.max_latent_stage=1"]
     args += ["seed=0,1", "curriculum.c_thought=1,2", f"hydra.sweep.dir={tmp_path}"]
-    done = subprocess.run([sys.executable, "-m", "coconut.train", *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "coconut.train", *args], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "aggregate.py"), str(tmp_path)], capture_output=True, text=True
