@@ -17,6 +17,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+
 def lookup(report: dict, dotted: str):
     value = report
     for part in dotted.split("."):
