@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from coconut.data.sequences import tokenize_records
-from coconut.data.splits import load_splits
+from coconut.data.splits import load_splits, split_source
 from coconut.datamodule import prompt_loader
 from coconut.errors import ConfigError, UserInputError
 from coconut.eval.evaluator import evaluate
@@ -28,7 +28,7 @@ from coconut.eval.report import write_evaluation
 from coconut.lit_module import rebuild_from_checkpoint
 from coconut.tokens import special_ids
 from coconut.train import CONFIG_DIR, build_curriculum, build_method
-from coconut.validation import CheckpointError, check_checkpoint_compatible
+from coconut.validation import CheckpointError, check_checkpoint_compatible, keep_within_context, max_positions
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,24 @@ def run_evaluation(cfg: DictConfig) -> dict:
     ids = special_ids(tokenizer)
     # The stage the checkpoint was saved at, unless asked: stage{k}-best.ckpt is evaluated at stage k.
     stage = cfg.stage if cfg.get("stage") is not None else method.stage_at_epoch(curriculum, checkpoint["epoch"])
-    loader = prompt_loader(
+    max_new_tokens = cfg.get("max_new_tokens") or data_cfg.max_new_tokens
+    # Training's rule for its val/test splits: a question whose prompt leaves fewer positions than
+    # max_new_tokens is skipped with a counted warning (an error with data.strict=true), rather than
+    # generating past the model's last position. n_thoughts may lengthen every prompt by that many.
+    records, samples = keep_within_context(
         records,
         tokenize_records(records, tokenizer),
+        source=split_source(data_cfg, split),
+        method=method,
+        curriculum=curriculum,
+        ids=ids,
+        positions=max_positions(model.lm.config),
+        generation_budget=max_new_tokens + (cfg.get("n_thoughts") or 0),
+        strict=data_cfg.get("strict", False),
+    )
+    loader = prompt_loader(
+        records,
+        samples,
         stage=stage,
         method=method,
         curriculum=curriculum,
@@ -114,7 +129,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         curriculum=curriculum,
         stage=stage,
         answer_kind=data_cfg.answer_kind,
-        max_new_tokens=cfg.get("max_new_tokens") or data_cfg.max_new_tokens,
+        max_new_tokens=max_new_tokens,
         thought_ids=(ids.latent, ids.pause),
         ablations=list(cfg.legibility.ablations),
         probe_folds=cfg.legibility.probe_folds,

@@ -11,6 +11,7 @@ import pytest
 from conftest import scalars, tiny_cfg
 from hydra import compose, initialize_config_dir
 
+from coconut.errors import UserInputError
 from coconut.evaluate import run_evaluation
 from coconut.train import CONFIG_DIR, train
 from coconut.validation import CheckpointError
@@ -135,3 +136,12 @@ def test_an_incompatible_method_is_refused_before_evaluating(trained, tmp_path):
         run_evaluation(eval_cfg(tmp_path / "cot", ckpt, "method=cot"))
     final = run_evaluation(eval_cfg(tmp_path / "final", ckpt, "method=no_curriculum", "legibility.ablations=[]"))
     assert final["method"] == "no_curriculum" and final["stage"] == 2  # the final stage (max_latent_stage 1 + 1)
+
+
+def test_questions_without_room_to_answer_are_skipped_or_refused(trained, tmp_path):
+    # gpt2_tiny has 256 positions: no prompt leaves room for 250 new tokens, some (of 16) leave room for 170
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    with pytest.raises(UserInputError, match="every record .* positions"):
+        run_evaluation(eval_cfg(tmp_path / "none", ckpt, "max_new_tokens=250"))
+    report = run_evaluation(eval_cfg(tmp_path / "some", ckpt, "max_new_tokens=170", "legibility.ablations=[]"))
+    assert 0 < report["n"] < 16
