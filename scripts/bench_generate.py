@@ -1,4 +1,4 @@
-"""Benchmark: batched, KV-cached generation through continuous thoughts (`coconut.generation.generate`,
+"""Benchmark: batched, KV-cached generation through continuous thoughts (`coconut.core.generation.generate`,
 batch 32) against one question at a time without a cache (`generate_uncached`, the official
 implementation's way), same model and questions, measured in one run.
 
@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from coconut.base_model import load_base_model
-from coconut.curriculum import Curriculum
+from coconut.core.base_model import load_base_model
+from coconut.core.curriculum import Curriculum
+from coconut.core.generation import generate, generate_uncached
+from coconut.core.methods import Method
+from coconut.core.model import ContinuousThoughtLM
+from coconut.core.tokens import special_ids
 from coconut.data.collate import collate_prompts
 from coconut.data.sequences import build_prompt, tokenize_records
 from coconut.data.synthetic import generate_arithmetic
-from coconut.generation import generate, generate_uncached
-from coconut.methods import Method
-from coconut.model import ContinuousThoughtLM
-from coconut.tokens import special_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,9 +47,9 @@ def tiny_model_and_prompts(n: int) -> tuple[ContinuousThoughtLM, list[list[int]]
 
 
 def checkpoint_model_and_prompts(path: str, n: int) -> tuple[ContinuousThoughtLM, list[list[int]], int]:
+    from coconut.cli.train import build_curriculum, build_method  # noqa: PLC0415
     from coconut.data.splits import load_splits  # noqa: PLC0415
-    from coconut.lit_module import rebuild_from_checkpoint  # noqa: PLC0415
-    from coconut.train import build_curriculum, build_method  # noqa: PLC0415
+    from coconut.training.lit_module import rebuild_from_checkpoint  # noqa: PLC0415
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     config = OmegaConf.create(checkpoint["hyper_parameters"]["config"])

@@ -21,8 +21,8 @@ import time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from coconut.core.model import ContinuousThoughtLM
 from coconut.data.collate import collate_training
-from coconut.model import ContinuousThoughtLM
 
 MODELS = {  # name: (layers, width, heads, batch, vocabulary)
     "tiny GPT-2 (4x256), GPT-2 vocabulary": (4, 256, 4, 32, 50257),

@@ -12,21 +12,16 @@ import pytest
 from conftest import tiny_cfg
 from hydra import compose, initialize_config_dir
 
-from coconut.curriculum import Curriculum
+from coconut.cli.checks import check_group_choices, check_thoughts_fit, validate_config
+from coconut.cli.train import CONFIG_DIR, train
+from coconut.core.curriculum import Curriculum
+from coconut.core.errors import ConfigError
+from coconut.core.methods import Method
+from coconut.core.tokens import SpecialIds
+from coconut.data.checks import answer_parses, keep_within_context
 from coconut.data.records import DataError, Record
 from coconut.data.sequences import TokenizedSample
 from coconut.data.splits import load_splits
-from coconut.errors import ConfigError
-from coconut.methods import Method
-from coconut.tokens import SpecialIds
-from coconut.train import CONFIG_DIR, train
-from coconut.validation import (
-    answer_parses,
-    check_group_choices,
-    check_thoughts_fit,
-    keep_within_context,
-    validate_config,
-)
 
 IDS = SpecialIds(start_latent=90, end_latent=91, latent=92, pause=93, eos=0, pad=0)
 COCONUT = Method("coconut")
@@ -216,7 +211,7 @@ def test_valid_group_choices_and_other_overrides_pass():
 
 def test_cli_unknown_method_is_one_line_with_choices_and_exit_2():
     done = subprocess.run(
-        [sys.executable, "-m", "coconut.train", "method=xyz"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "coconut.cli.train", "method=xyz"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2
     assert done.stdout == ""

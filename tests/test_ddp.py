@@ -12,8 +12,8 @@ import torch
 from conftest import tiny_lm
 from hydra import compose, initialize_config_dir
 
-from coconut.strategies import build_strategy, decoder_block_classes
-from coconut.train import CONFIG_DIR, train
+from coconut.cli.train import CONFIG_DIR, train
+from coconut.training.strategies import build_strategy, decoder_block_classes
 
 # lr ~ 0: the weights stay at their (seeded) initialisation, so one and two processes must give the
 # same validation numbers; 5 val records (odd) with batch size 1 split 3 / 2 across the processes.
@@ -37,7 +37,7 @@ SHARED = [
 def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
     done = subprocess.run(
-        [sys.executable, "-m", "coconut.train", *ddp, *SHARED, f"hydra.run.dir={tmp_path}/ddp"],
+        [sys.executable, "-m", "coconut.cli.train", *ddp, *SHARED, f"hydra.run.dir={tmp_path}/ddp"],
         capture_output=True,
         text=True,
         timeout=240,
@@ -85,7 +85,7 @@ def compose_trainer(name):
 
 
 def test_decoder_blocks_of_a_model_that_names_none_is_a_config_error():
-    from coconut.errors import ConfigError
+    from coconut.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="auto_wrap_policy"):
         decoder_block_classes(torch.nn.Linear(2, 2))

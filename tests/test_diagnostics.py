@@ -10,13 +10,13 @@ import torch
 from conftest import tiny_cfg, tiny_lm
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from coconut.cli.train import train
+from coconut.core.model import ContinuousThoughtLM
 from coconut.data.collate import collate_training
 from coconut.data.splits import load_splits
-from coconut.diagnostics import ThoughtDiagnostics
 from coconut.eval.steps import step_key
 from coconut.eval.thought_hooks import ThoughtRecorder
-from coconut.model import ContinuousThoughtLM
-from coconut.train import train
+from coconut.training.diagnostics import ThoughtDiagnostics
 
 LATENT = 61
 ROWS = [[5, 6, 7, 8, 62, LATENT, LATENT, LATENT, 63, 9, 10], [5, 6, 62, LATENT, 63, 12, 13], [8, 9, 10, 24]]

@@ -11,10 +11,10 @@ import pytest
 from conftest import scalars, tiny_cfg
 from hydra import compose, initialize_config_dir
 
-from coconut.errors import UserInputError
-from coconut.evaluate import run_evaluation
-from coconut.train import CONFIG_DIR, train
-from coconut.validation import CheckpointError
+from coconut.cli.checks import CheckpointError
+from coconut.cli.evaluate import run_evaluation
+from coconut.cli.train import CONFIG_DIR, train
+from coconut.core.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,13 +102,21 @@ def test_cli_sweeps_thought_counts_and_rejects_a_missing_checkpoint(trained, tmp
         "n_thoughts=0,2",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]
-    sweep = subprocess.run([sys.executable, "-m", "coconut.evaluate", "-m", *overrides], capture_output=True, text=True)
+    sweep = subprocess.run(
+        [sys.executable, "-m", "coconut.cli.evaluate", "-m", *overrides], capture_output=True, text=True
+    )
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     reports = [json.loads((tmp_path / "sweep" / str(i) / "report.json").read_text()) for i in (0, 1)]
     assert [r["tokens"]["thoughts_mean"] for r in reports] == [0, 2]
 
     missing = subprocess.run(
-        [sys.executable, "-m", "coconut.evaluate", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}"],
+        [
+            sys.executable,
+            "-m",
+            "coconut.cli.evaluate",
+            f"ckpt_path={tmp_path / 'nope.ckpt'}",
+            f"hydra.run.dir={tmp_path}",
+        ],
         capture_output=True,
         text=True,
     )
@@ -117,7 +125,7 @@ def test_cli_sweeps_thought_counts_and_rejects_a_missing_checkpoint(trained, tmp
 
 
 def test_latest_is_the_newest_training_runs_last_checkpoint(trained, tmp_path, monkeypatch):
-    import coconut.evaluate as evaluate_module
+    import coconut.cli.evaluate as evaluate_module
 
     monkeypatch.setattr(evaluate_module, "TRAIN_RUNS", tmp_path / "runs")
     with pytest.raises(evaluate_module.ConfigError, match="no .* here"):
@@ -145,3 +153,37 @@ def test_questions_without_room_to_answer_are_skipped_or_refused(trained, tmp_pa
         run_evaluation(eval_cfg(tmp_path / "none", ckpt, "max_new_tokens=250"))
     report = run_evaluation(eval_cfg(tmp_path / "some", ckpt, "max_new_tokens=170", "legibility.ablations=[]"))
     assert 0 < report["n"] < 16
+
+
+def test_a_checkpoint_saved_before_the_layers_moved_still_evaluates(trained, tmp_path):
+    """Checkpoints of coconut 0.1 (flat modules) name `coconut.callbacks.LastCheckpoint` and
+    `coconut.diagnostics.ThoughtDiagnostics` in their config and pickle no coconut class: they load,
+    and evaluate to the same numbers as today's."""
+    import pickletools
+    import zipfile
+
+    import torch
+
+    path = trained / "checkpoints" / "last.ckpt"
+    with zipfile.ZipFile(path) as archive:
+        pickled = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    modules, strings = [], []  # the module of every class or function the pickle refers to
+    for op, arg, _ in pickletools.genops(pickled):
+        if op.name == "GLOBAL":
+            modules.append(arg.split(" ")[0])
+        elif op.name == "STACK_GLOBAL":  # module and name were pushed as the last two strings
+            modules.append(strings[-2])
+        elif isinstance(arg, str):
+            strings.append(arg)
+    assert "torch._utils" in modules  # the scan sees the tensors' rebuild function
+    globals_ = [m for m in modules if m.startswith("coconut")]
+    assert not globals_, f"the checkpoint pickles coconut classes, which a module move would break: {globals_}"
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    callbacks = checkpoint["hyper_parameters"]["config"]["callbacks"]
+    callbacks["last_checkpoint"]["_target_"] = "coconut.callbacks.LastCheckpoint"
+    callbacks["thought_diagnostics"]["_target_"] = "coconut.diagnostics.ThoughtDiagnostics"
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    today = run_evaluation(eval_cfg(tmp_path / "new", f"ckpt_path={path}", "legibility.ablations=[]"))
+    before = run_evaluation(eval_cfg(tmp_path / "old", f"ckpt_path={old}", "legibility.ablations=[]"))
+    assert before["accuracy"] == today["accuracy"] and before["tokens"] == today["tokens"]

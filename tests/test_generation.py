@@ -3,9 +3,9 @@
 import torch
 from conftest import tiny_lm
 
+from coconut.core.generation import generate, generate_uncached
+from coconut.core.model import ContinuousThoughtLM
 from coconut.data.collate import collate_prompts
-from coconut.generation import generate, generate_uncached
-from coconut.model import ContinuousThoughtLM
 
 LATENT, START, END, EOS = 61, 62, 63, 0
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 from conftest import SHARED_DATA, needs_shared_data, tiny_lm
 
+from coconut.core.model import ContinuousThoughtLM
+from coconut.core.tokenizer import build_tokenizer
 from coconut.data.sources import load_records
 from coconut.eval import legibility as leg
 from coconut.eval.evaluator import Answer, legibility_block, read_thoughts
 from coconut.eval.steps import step_key, steps_match, written_steps
 from coconut.eval.thought_hooks import ThoughtRecorder, ThoughtReplacement
-from coconut.model import ContinuousThoughtLM
-from coconut.tokenizer import build_tokenizer
 
 LATENT = 61
 

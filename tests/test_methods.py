@@ -11,13 +11,13 @@ from conftest import tiny_cfg
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from coconut.curriculum import Curriculum
+from coconut.cli.train import CONFIG_DIR, build_method, train
+from coconut.core.curriculum import Curriculum
+from coconut.core.errors import ConfigError
+from coconut.core.methods import Method
+from coconut.core.tokens import SpecialIds
 from coconut.data.dataset import StageDataset
 from coconut.data.sequences import IGNORE, TokenizedSample, build_prompt, build_sequence
-from coconut.errors import ConfigError
-from coconut.methods import Method
-from coconut.tokens import SpecialIds
-from coconut.train import CONFIG_DIR, build_method, train
 
 S, E, L, P, EOS = 100, 101, 102, 103, 1
 IDS = SpecialIds(start_latent=S, end_latent=E, latent=L, pause=P, eos=EOS, pad=0)

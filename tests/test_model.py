@@ -3,8 +3,8 @@
 import torch
 from conftest import tiny_lm
 
+from coconut.core.model import ContinuousThoughtLM
 from coconut.data.collate import collate_training
-from coconut.model import ContinuousThoughtLM
 
 LATENT, START, END, PAD = 61, 62, 63, 0
 

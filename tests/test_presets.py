@@ -13,11 +13,11 @@ import torch
 from conftest import SHARED_DATA, needs_shared_data
 from hydra import compose, initialize_config_dir
 
+from coconut.cli.train import CONFIG_DIR, train
+from coconut.core.errors import ConfigError
 from coconut.data.records import Record
 from coconut.data.sources import write_records
 from coconut.data.synthetic import generate_arithmetic
-from coconut.errors import ConfigError
-from coconut.train import CONFIG_DIR, train
 
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 # Shrink any preset to seconds on a CPU: a tiny GPT-2 from scratch, one training batch.

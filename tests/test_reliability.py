@@ -16,14 +16,14 @@ import pytest
 import torch
 from conftest import scalars, tiny_cfg
 
-from coconut.callbacks import save_atomically
+from coconut.cli.checks import CheckpointError, check_checkpoint_compatible
+from coconut.cli.train import train
+from coconut.core.errors import ConfigError
 from coconut.data.epoch_loader import EpochLoader
-from coconut.errors import ConfigError
-from coconut.health import NonFiniteLossError
-from coconut.lit_module import CoconutLitModule
-from coconut.runs import find_resumable, read_run, write_run
-from coconut.train import train
-from coconut.validation import CheckpointError, check_checkpoint_compatible
+from coconut.training.callbacks import save_atomically
+from coconut.training.health import NonFiniteLossError
+from coconut.training.lit_module import CoconutLitModule
+from coconut.training.runs import find_resumable, read_run, write_run
 
 # 6 batches per epoch, 2 epochs (stages 0 and 1), last.ckpt every 3 steps: step 9 is mid-epoch 1.
 RUN = [
@@ -100,7 +100,7 @@ def test_interrupted_mid_epoch_then_the_same_config_resumes_to_the_same_numbers(
 
 def cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "coconut.train", "debug=fast", "curriculum.max_latent_stage=1", *RUN, *args],
+        [sys.executable, "-m", "coconut.cli.train", "debug=fast", "curriculum.max_latent_stage=1", *RUN, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -276,8 +276,8 @@ def test_resume_picks_the_most_recent_unfinished_run_with_the_same_config(tmp_pa
 
 
 def test_checkpoint_compatibility_with_method_and_tokenizer(reference):
-    from coconut.lit_module import rebuild_from_checkpoint
-    from coconut.methods import Method
+    from coconut.core.methods import Method
+    from coconut.training.lit_module import rebuild_from_checkpoint
 
     checkpoint = torch.load(reference[0] / "checkpoints" / "last.ckpt", weights_only=False)
     _, tokenizer = rebuild_from_checkpoint(checkpoint)
@@ -290,3 +290,10 @@ def test_checkpoint_compatibility_with_method_and_tokenizer(reference):
         check_checkpoint_compatible(checkpoint, Method("coconut"), tokenizer)
     with pytest.raises(CheckpointError, match="not written by coconut-train"):
         check_checkpoint_compatible({"state_dict": {}}, Method("coconut"))
+
+
+def test_a_run_recorded_before_the_layers_moved_is_still_resumed(tmp_path):
+    config = {"callbacks": {"last_checkpoint": {"_target_": "coconut.training.callbacks.LastCheckpoint"}}}
+    old = {"callbacks": {"last_checkpoint": {"_target_": "coconut.callbacks.LastCheckpoint"}}}
+    folder = run_record(tmp_path / "a", old, "interrupted", 1.0)
+    assert find_resumable([tmp_path], config).folder == folder.resolve()

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from coconut.curriculum import ALL_STEPS, Curriculum, StagePlan
+from coconut.core.curriculum import ALL_STEPS, Curriculum, StagePlan
+from coconut.core.methods import Method
+from coconut.core.tokens import SpecialIds
 from coconut.data.sequences import IGNORE, TokenizedSample, build_prompt, build_sequence
-from coconut.methods import Method
-from coconut.tokens import SpecialIds
 
 S, E, L, P, EOS = 100, 101, 102, 103, 1
 IDS = SpecialIds(start_latent=S, end_latent=E, latent=L, pause=P, eos=EOS, pad=0)
@@ -108,9 +108,9 @@ def test_bad_curriculum_values_are_named(field, value):
 
 
 def test_tokenized_parts_decode_to_the_official_text_format():
+    from coconut.core.tokenizer import build_tokenizer
     from coconut.data.records import Record
     from coconut.data.sequences import tokenize_records
-    from coconut.tokenizer import build_tokenizer
 
     records = [Record("Ann has 3 pens.", ("<<3*4=12>>", "<<12-5=7>>"), "7"), Record("No steps here?", (), "2")]
     tokenizer = build_tokenizer([r.question for r in records] + ["<<3*4=12>>", "### 7"], vocab_size=300)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from coconut.train import CONFIG_DIR
+from coconut.cli.train import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,9 @@ def test_optuna_sweep_returns_val_acc_and_aggregates(tmp_path):
         "hydra.sweeper.sampler.n_startup_trials=2",
         f"hydra.sweep.dir={tmp_path}",
     ]
-    done = subprocess.run([sys.executable, "-m", "coconut.train", *args], capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-m", "coconut.cli.train", *args], capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     trials = [json.loads((tmp_path / str(i) / "metrics.json").read_text()) for i in range(2)]
@@ -78,7 +80,9 @@ def test_aggregate_groups_seeds_and_keeps_only_varying_keys(tmp_path):
 def test_aggregate_a_real_two_seed_two_value_multirun(tmp_path):
     args = ["-m", "debug=fast", "trainer.max_epochs=2", "test=false", "curriculum.max_latent_stage=1"]
     args += ["seed=0,1", "curriculum.c_thought=1,2", f"hydra.sweep.dir={tmp_path}"]
-    done = subprocess.run([sys.executable, "-m", "coconut.train", *args], capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "coconut.cli.train", *args], capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "aggregate.py"), str(tmp_path)], capture_output=True, text=True

@@ -9,19 +9,19 @@ import yaml
 from conftest import tiny_lm
 from hydra import compose, initialize_config_dir
 
-from coconut.data.collate import collate_training
-from coconut.errors import ConfigError
-from coconut.eval.thought_hooks import ThoughtRecorder
-from coconut.lit_module import rebuild_from_checkpoint
-from coconut.model import ContinuousThoughtLM
-from coconut.thought_projection import (
+from coconut.cli.train import CONFIG_DIR, train
+from coconut.core.errors import ConfigError
+from coconut.core.model import ContinuousThoughtLM
+from coconut.core.thought_projection import (
     LinearProjection,
     ProjectionConfig,
     SparseVocabProjection,
     build_thought_projection,
     projection_config,
 )
-from coconut.train import CONFIG_DIR, train
+from coconut.data.collate import collate_training
+from coconut.eval.thought_hooks import ThoughtRecorder
+from coconut.training.lit_module import rebuild_from_checkpoint
 
 LATENT, START, END, PAD = 61, 62, 63, 0
 ROWS = [

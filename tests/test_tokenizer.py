@@ -3,8 +3,8 @@
 import pytest
 from transformers import AutoTokenizer
 
+from coconut.core.tokenizer import EOS, build_tokenizer
 from coconut.data.synthetic import generate_arithmetic, generate_multiplication
-from coconut.tokenizer import EOS, build_tokenizer
 
 TEXTS = [
     f"{r.question}\n" + "".join(s + "\n" for s in r.steps) + f"### {r.answer}"

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import scalars, tiny_cfg
 
-from coconut.lit_module import rebuild_from_checkpoint
-from coconut.train import train
+from coconut.cli.train import train
+from coconut.training.lit_module import rebuild_from_checkpoint
 
 
 def test_two_stages_write_tensorboard_checkpoints_and_tokenizer(tmp_path):
@@ -81,7 +81,9 @@ def test_cli_runs_and_sweeps_into_separate_folders(tmp_path, multirun):
     ]
     if multirun:
         args = ["-m", *args, "curriculum.c_thought=1,2"]
-    done = subprocess.run([sys.executable, "-m", "coconut.train", *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "coconut.cli.train", *args], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = [tmp_path / "sweep" / "0", tmp_path / "sweep" / "1"] if multirun else [tmp_path / "run"]
     for run in runs:
@@ -94,8 +96,8 @@ def test_pretrained_model_from_a_local_folder(tmp_path):
     """model.pretrained= takes a folder written by save_pretrained (how hub models arrive offline)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from coconut.core.tokenizer import build_tokenizer
     from coconut.data.synthetic import generate_arithmetic
-    from coconut.tokenizer import build_tokenizer
 
     folder = tmp_path / "tiny-gpt2"
     tokenizer = build_tokenizer((r.question for r in generate_arithmetic(200)), vocab_size=300)
@@ -114,7 +116,7 @@ def test_bad_input_gets_one_clear_line_not_a_traceback(tmp_path):
     bad.write_text('[{"question": "q", "steps": ["a"], "answer": "1"}, {"question": "q", "steps": "a", "answer": "1"}]')
     args = ["debug=fast", "data=files", f"data.train_path={bad}", f"data.val_path={bad}", f"data.test_path={bad}"]
     done = subprocess.run(
-        [sys.executable, "-m", "coconut.train", *args, f"hydra.run.dir={tmp_path}/run"],
+        [sys.executable, "-m", "coconut.cli.train", *args, f"hydra.run.dir={tmp_path}/run"],
         capture_output=True,
         text=True,
         timeout=300,

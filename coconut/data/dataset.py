@@ -12,11 +12,11 @@ import random
 
 from torch.utils.data import Dataset
 
-from coconut.curriculum import Curriculum
+from coconut.core.curriculum import Curriculum
+from coconut.core.methods import Method
+from coconut.core.tokens import SpecialIds
 from coconut.data.records import Record
 from coconut.data.sequences import TokenizedSample, build_prompt, build_sequence
-from coconut.methods import Method
-from coconut.tokens import SpecialIds
 
 
 class StageDataset(Dataset):

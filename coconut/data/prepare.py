@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.request import urlopen
 
+from coconut.core.errors import UserInputError
 from coconut.data.records import DataError, Record, parse_record
 from coconut.data.sources import load_records, write_records
-from coconut.errors import UserInputError
 
 log = logging.getLogger(__name__)
 

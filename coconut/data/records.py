@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from coconut.errors import UserInputError
+from coconut.core.errors import UserInputError
 
 
 class DataError(UserInputError, ValueError):

@@ -19,10 +19,10 @@ from itertools import chain
 
 from transformers import PreTrainedTokenizerBase
 
-from coconut.curriculum import Curriculum, StagePlan
+from coconut.core.curriculum import Curriculum, StagePlan
+from coconut.core.methods import Method
+from coconut.core.tokens import SpecialIds
 from coconut.data.records import Record
-from coconut.methods import Method
-from coconut.tokens import SpecialIds
 
 IGNORE = -100
 

@@ -3,17 +3,17 @@
 
 Generated val/test splits never repeat a training question. Records whose answer cannot be scored
 under `data.answer_kind` are skipped with a counted warning, or are an error with `data.strict=true`
-(`coconut.validation.check_records`).
+(`coconut.data.checks.check_records`).
 """
 
 from __future__ import annotations
 
 from hydra.utils import instantiate
 
+from coconut.core.errors import ConfigError
+from coconut.data.checks import check_records
 from coconut.data.records import Record
 from coconut.data.sources import load_records
-from coconut.errors import ConfigError
-from coconut.validation import check_records
 
 SPLITS = ("train", "val", "test")
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import random
 
+from coconut.core.errors import ConfigError
 from coconut.data.records import Record
 from coconut.data.sources import parse_icot_line
-from coconut.errors import ConfigError
 
 GENERATED = "<generated>"
 # The default bound on every intermediate result: two digits keep each step a one-lookup fact

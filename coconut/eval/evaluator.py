@@ -15,16 +15,16 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from coconut.curriculum import Curriculum
+from coconut.core.curriculum import Curriculum
+from coconut.core.generation import generate
+from coconut.core.methods import Method
+from coconut.core.model import ContinuousThoughtLM, ThoughtHook
 from coconut.data.records import Record
 from coconut.data.sequences import stage_plan
 from coconut.eval import legibility as leg
 from coconut.eval.answers import answers_match, extract_answer
 from coconut.eval.steps import step_key, written_steps
 from coconut.eval.thought_hooks import ThoughtRecorder, ThoughtReplacement
-from coconut.generation import generate
-from coconut.methods import Method
-from coconut.model import ContinuousThoughtLM, ThoughtHook
 
 ABLATIONS = ("zeros", "mean", "other")
 

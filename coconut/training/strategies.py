@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from coconut.errors import ConfigError
+from coconut.core.errors import ConfigError
 
 # The value of `trainer.strategy.auto_wrap_policy` that asks for the base model's decoder blocks.
 DECODER_BLOCKS = "decoder_blocks"

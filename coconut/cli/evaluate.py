@@ -19,16 +19,19 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from coconut.cli.checks import CheckpointError, check_checkpoint_compatible
+from coconut.cli.train import CONFIG_DIR, build_curriculum, build_method
+from coconut.core.base_model import max_positions
+from coconut.core.errors import ConfigError, UserInputError
+from coconut.core.tokens import special_ids
+from coconut.data.checks import keep_within_context
 from coconut.data.sequences import tokenize_records
 from coconut.data.splits import load_splits, split_source
-from coconut.datamodule import prompt_loader
-from coconut.errors import ConfigError, UserInputError
 from coconut.eval.evaluator import evaluate
 from coconut.eval.report import write_evaluation
-from coconut.lit_module import rebuild_from_checkpoint
-from coconut.tokens import special_ids
-from coconut.train import CONFIG_DIR, build_curriculum, build_method
-from coconut.validation import CheckpointError, check_checkpoint_compatible, keep_within_context, max_positions
+from coconut.training.datamodule import prompt_loader
+from coconut.training.lit_module import rebuild_from_checkpoint
+from coconut.training.runs import upgraded
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
     """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(ckpt_path)
-    trained = OmegaConf.create(checkpoint["hyper_parameters"]["config"])
+    trained = OmegaConf.create(upgraded(checkpoint["hyper_parameters"]["config"]))
     # The trained method unless method=<name> asks for another compatible one (its stage rule).
     method = build_method(cfg if cfg.get("method") else trained)
     curriculum = build_curriculum(trained)

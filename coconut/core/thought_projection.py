@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from coconut.errors import ConfigError
-from coconut.model import lm_logits
+from coconut.core.errors import ConfigError
+from coconut.core.model import lm_logits
 
 NAMES = ("identity", "sparse_vocab", "linear")
 MODES = ("softmax", "straight_through")

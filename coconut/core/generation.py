@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from coconut.model import ContinuousThoughtLM, ThoughtHook
+from coconut.core.model import ContinuousThoughtLM, ThoughtHook
 
 
 def greedy_token(model: ContinuousThoughtLM, hidden: torch.Tensor) -> torch.Tensor:

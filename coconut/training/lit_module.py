@@ -18,10 +18,10 @@ import torch
 from torchmetrics import MeanMetric
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from coconut.core.model import ContinuousThoughtLM
+from coconut.core.thought_projection import build_thought_projection, projection_config
 from coconut.eval.evaluator import Answer, answer_batch, legibility_block, read_thoughts, reasoning_of
 from coconut.eval.legibility import key_tokens_for
-from coconut.model import ContinuousThoughtLM
-from coconut.thought_projection import build_thought_projection, projection_config
 
 SAMPLES_LOGGED = 4
 

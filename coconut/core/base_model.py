@@ -19,9 +19,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from coconut.errors import UserInputError
-from coconut.tokenizer import build_tokenizer
-from coconut.tokens import SpecialIds, add_special_tokens, resize_and_init_embeddings
+from coconut.core.errors import UserInputError
+from coconut.core.tokenizer import build_tokenizer
+from coconut.core.tokens import SpecialIds, add_special_tokens, resize_and_init_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +85,13 @@ def load_base_model(model_cfg, texts: Iterable[str]) -> tuple[PreTrainedTokenize
 def save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(folder)
+
+
+def max_positions(model_config) -> int | None:
+    """The positions a Hugging Face model config allows (GPT-2 `n_positions`, Llama and most others
+    `max_position_embeddings`); None when it states no limit."""
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from coconut.errors import ConfigError
+from coconut.core.errors import ConfigError
 
 EOS = "<|endoftext|>"
 # Every byte is in the base alphabet, so the vocabulary must hold all 256 plus the special token.

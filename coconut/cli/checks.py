@@ -1,35 +1,25 @@
 """Checks that run before any training or evaluation starts, each failing with one message that
-names the key (or file, record and field) and the fix:
+names the key and the fix:
 
 - `validate_config`: counts and choices of a composed `coconut-train` config;
 - `check_group_choices`: `method=xyz` / `data=xyz` on the command line, before Hydra composes;
-- `check_thoughts_fit` and `keep_within_context`: every sequence (and every generation) fits the
-  model's positions; a record that does not is skipped with a counted warning, or is an error
-  with `data.strict=true`;
+- `check_thoughts_fit`: the final stage's thoughts and the generation budget fit the model's positions;
 - `check_checkpoint_compatible`: a checkpoint evaluated with the method and tokenizer it was
   trained with (thought kind, markers, vocabulary, special-token ids).
+
+The record checks (answers, lengths) are the data layer's: `coconut.data.checks`.
 """
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from coconut.curriculum import Curriculum
-from coconut.data.records import DataError, Record
-from coconut.data.sequences import TokenizedSample, build_prompt, build_sequence
-from coconut.errors import ConfigError, UserInputError
-from coconut.methods import Method
-from coconut.tokens import SPECIAL_TOKENS, SpecialIds
-
-log = logging.getLogger(__name__)
-
-ANSWER_KINDS = ("number", "statement", "digits", "auto")
-# Records named in a skip warning; the count covers the rest.
-SHOWN = 5
+from coconut.core.curriculum import Curriculum
+from coconut.core.errors import ConfigError, UserInputError
+from coconut.core.methods import Method
+from coconut.core.tokens import SPECIAL_TOKENS
+from coconut.data.checks import ANSWER_KINDS
 
 
 class CheckpointError(UserInputError, ValueError):
@@ -113,22 +103,7 @@ def check_group_choices(overrides: Sequence[str], config_dir: str | Path) -> Non
                 )
 
 
-# -- sequences against the model's positions -------------------------------------------------------------
-def max_positions(model_config) -> int | None:
-    """The positions a Hugging Face model config allows (GPT-2 `n_positions`, Llama and most others
-    `max_position_embeddings`); None when it states no limit."""
-    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(model_config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def _stages(method: Method, curriculum: Curriculum) -> list[int]:
-    """Every stage a sample of `method` can be built at (stage mixing may draw any of them)."""
-    return sorted({method.stage_for(s, curriculum.final_stage) for s in range(curriculum.final_stage + 1)})
-
-
+# -- thoughts against the model's positions ---------------------------------------------------------
 def check_thoughts_fit(method: Method, curriculum: Curriculum, positions: int | None, max_new_tokens: int) -> None:
     """More thoughts than positions: the longest thought span, a one-token question and the
     generation budget must fit the model, whatever the data."""
@@ -146,148 +121,6 @@ def check_thoughts_fit(method: Method, curriculum: Curriculum, positions: int | 
             "data.max_new_tokens, or use a model with more positions (model.architecture.n_positions / "
             "max_position_embeddings)"
         )
-
-
-def keep_within_context(
-    records: list[Record],
-    samples: list[TokenizedSample],
-    *,
-    source: str,
-    method: Method,
-    curriculum: Curriculum,
-    ids: SpecialIds,
-    positions: int | None,
-    generation_budget: int = 0,
-    strict: bool = False,
-) -> tuple[list[Record], list[TokenizedSample]]:
-    """Drops the records whose longest sequence (over the stages `method` can train) has more tokens
-    than the model has positions, or whose prompt leaves less than `generation_budget` positions
-    (evaluation splits: data.max_new_tokens) to generate. Skipped records are counted in one warning;
-    with `strict` the first one is a DataError. A split left empty is always an error."""
-    if positions is None:
-        return records, samples
-    stages = _stages(method, curriculum)
-    kept_records, kept_samples, skipped = [], [], []
-    for index, (record, sample) in enumerate(zip(records, samples)):
-        length = max(len(build_sequence(sample, s, method, curriculum, ids).input_ids) for s in stages)
-        prompt = max(len(build_prompt(sample, s, method, curriculum, ids)) for s in stages)
-        if length <= positions and prompt + generation_budget <= positions:
-            kept_records.append(record)
-            kept_samples.append(sample)
-            continue
-        problem = (
-            f"is {length} tokens long at its longest stage (question {len(sample.question)}, steps "
-            f"{sum(map(len, sample.steps))}, answer {len(sample.answer)}), more than the model's {positions} positions"
-            if length > positions
-            else f"leaves {positions - prompt} of the model's {positions} positions after its {prompt}-token prompt, "
-            f"fewer than data.max_new_tokens={generation_budget} to generate the answer"
-        )
-        fix = (
-            "shorten or drop the record, use a model with more positions, lower data.max_new_tokens, "
-            "or set data.strict=false to skip such records with a warning"
-        )
-        if strict:
-            raise DataError.at(source, problem, fix, index=index, field="steps" if length > positions else "question")
-        skipped.append(index)
-    if skipped:
-        if not kept_records:
-            raise DataError.at(
-                source,
-                f"every record ({len(records)}) is longer than the model's {positions} positions",
-                "use a model with more positions or shorter records; lower curriculum.c_thought or data.max_new_tokens",
-            )
-        shown = ", ".join(map(str, skipped[:SHOWN])) + (", ..." if len(skipped) > SHOWN else "")
-        log.warning(
-            "%s: skipped %d of %d records that do not fit the model's %d positions (records %s, 0-based); "
-            "set data.strict=true to make this an error",
-            source,
-            len(skipped),
-            len(records),
-            positions,
-            shown,
-        )
-    return kept_records, kept_samples
-
-
-# -- answers against data.answer_kind ----------------------------------------------------------------------
-_DIGITS = re.compile(r"[\d\s]+")
-
-
-def answer_parses(answer: str, kind: str) -> bool:
-    """Whether a reference answer can be scored under `kind`: a number (GSM8K's `1,000`, `$0.50`,
-    `-3`), digits separated by spaces (iCoT multiplication), or any text (statement, auto)."""
-    if kind == "number":
-        # The cleaning of coconut.eval.answers (commas, `$` and a trailing `.` dropped).
-        cleaned = answer.strip().replace(",", "").replace("$", "").rstrip(".").strip()
-        try:
-            return Decimal(cleaned).is_finite()
-        except InvalidOperation:
-            return False
-    if kind == "digits":
-        return bool(_DIGITS.fullmatch(answer)) and any(c.isdigit() for c in answer)
-    return True
-
-
-def check_records(records: list[Record], *, source: str, answer_kind: str, strict: bool = False) -> list[Record]:
-    """Records whose answer cannot be scored under `answer_kind` are skipped with a counted
-    warning (an error with `strict`); records with no reasoning steps are kept (they train only the
-    answer, as in the official code) but counted in a warning (an error with `strict`)."""
-    kept, unparsable, no_steps = [], [], []
-    for index, record in enumerate(records):
-        if not answer_parses(record.answer, answer_kind):
-            if strict:
-                raise DataError.at(
-                    source,
-                    f"{record.answer!r} is not a {answer_kind} answer (data.answer_kind={answer_kind})",
-                    "fix the answer, set data.answer_kind to statement or auto, "
-                    "or set data.strict=false to skip such records with a warning",
-                    index=index,
-                    field="answer",
-                )
-            unparsable.append(index)
-            continue
-        if not record.steps:
-            if strict:
-                raise DataError.at(
-                    source,
-                    "is an empty list: the record has no reasoning for the curriculum to replace",
-                    "add its steps, drop the record, or set data.strict=false to keep such records with a warning",
-                    index=index,
-                    field="steps",
-                )
-            no_steps.append(index)
-        kept.append(record)
-
-    def shown(indices: list[int]) -> str:
-        return ", ".join(map(str, indices[:SHOWN])) + (", ..." if len(indices) > SHOWN else "")
-
-    if unparsable:
-        if not kept:
-            raise DataError.at(
-                source,
-                f"no answer is a {answer_kind} answer",
-                "set data.answer_kind to the kind of these answers (number, digits, statement or auto)",
-                field="answer",
-            )
-        log.warning(
-            "%s: skipped %d of %d records whose answer is not a %s answer (records %s, 0-based); "
-            "set data.strict=true to make this an error",
-            source,
-            len(unparsable),
-            len(records),
-            answer_kind,
-            shown(unparsable),
-        )
-    if no_steps:
-        log.warning(
-            "%s: %d of %d records have no reasoning steps (records %s, 0-based); they train only the answer. "
-            "Set data.strict=true to make this an error",
-            source,
-            len(no_steps),
-            len(records),
-            shown(no_steps),
-        )
-    return kept
 
 
 # -- checkpoints --------------------------------------------------------------------------------------------
@@ -325,7 +158,7 @@ def check_checkpoint_compatible(checkpoint: Mapping, method: Method | None = Non
         if vocab is not None and len(tokenizer) != vocab:
             raise CheckpointError(
                 f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's model was trained with {vocab}. "
-                "Fix: use the tokenizer saved in the checkpoint (coconut.lit_module.rebuild_from_checkpoint) "
+                "Fix: use the tokenizer saved in the checkpoint (coconut.training.lit_module.rebuild_from_checkpoint) "
                 "or in the run's tokenizer/ folder"
             )
         latent = saved.get("latent_token_id")
@@ -334,5 +167,5 @@ def check_checkpoint_compatible(checkpoint: Mapping, method: Method | None = Non
             raise CheckpointError(
                 f"the tokenizer maps {SPECIAL_TOKENS[2]} to id {token_ids.get(SPECIAL_TOKENS[2])}, the checkpoint "
                 f"was trained with id {latent}. Fix: use the tokenizer saved in the checkpoint "
-                "(coconut.lit_module.rebuild_from_checkpoint) or in the run's tokenizer/ folder"
+                "(coconut.training.lit_module.rebuild_from_checkpoint) or in the run's tokenizer/ folder"
             )

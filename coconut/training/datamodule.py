@@ -15,15 +15,15 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Subset
 from transformers import PreTrainedTokenizerBase
 
-from coconut.curriculum import Curriculum
+from coconut.core.curriculum import Curriculum
+from coconut.core.errors import ConfigError
+from coconut.core.methods import Method
+from coconut.core.tokens import SpecialIds
 from coconut.data.collate import collate_prompts, collate_training
 from coconut.data.dataset import PromptDataset, StageDataset
 from coconut.data.epoch_loader import EpochLoader
 from coconut.data.records import Record
 from coconut.data.sequences import TokenizedSample, tokenize_records
-from coconut.errors import ConfigError
-from coconut.methods import Method
-from coconut.tokens import SpecialIds
 
 
 def _collate_sequences(items: list[dict], latent_id: int, pad_id: int) -> dict:

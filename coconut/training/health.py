@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import lightning as L
 import torch
 
-from coconut.errors import UserInputError
+from coconut.core.errors import UserInputError
 
 
 class NonFiniteLossError(UserInputError, FloatingPointError):

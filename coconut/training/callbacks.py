@@ -13,10 +13,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from coconut.curriculum import Curriculum
-from coconut.errors import ConfigError
-from coconut.health import check_finite_weights
-from coconut.methods import Method
+from coconut.core.curriculum import Curriculum
+from coconut.core.errors import ConfigError
+from coconut.core.methods import Method
+from coconut.training.health import check_finite_weights
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from coconut.core.model import ContinuousThoughtLM
+from coconut.core.thought_projection import SparseVocabProjection
 from coconut.eval.steps import step_key
 from coconut.eval.thought_hooks import ThoughtRecorder
-from coconut.model import ContinuousThoughtLM
-from coconut.thought_projection import SparseVocabProjection
 
 
 def token_embedding_norms(model: ContinuousThoughtLM) -> torch.Tensor:

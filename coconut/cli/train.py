@@ -20,30 +20,25 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from coconut.base_model import load_base_model, save_tokenizer
-from coconut.callbacks import CurriculumCallback, StageBestCheckpoint
-from coconut.curriculum import Curriculum
+from coconut.cli.checks import check_group_choices, check_thoughts_fit, validate_config
+from coconut.core.base_model import load_base_model, max_positions, save_tokenizer
+from coconut.core.curriculum import Curriculum
+from coconut.core.errors import ConfigError, UserInputError
+from coconut.core.methods import Method
+from coconut.core.model import ContinuousThoughtLM
+from coconut.core.thought_projection import build_thought_projection
+from coconut.core.tokens import special_ids
+from coconut.data.checks import keep_within_context
 from coconut.data.splits import DataConfigError, load_splits, split_source
-from coconut.datamodule import CoconutDataModule
-from coconut.errors import ConfigError, UserInputError
-from coconut.health import StopOnNonFiniteLoss
-from coconut.lit_module import CoconutLitModule, rebuild_from_checkpoint
-from coconut.methods import Method
-from coconut.model import ContinuousThoughtLM
-from coconut.runs import recorded, resume_point, run_config
-from coconut.strategies import build_strategy
-from coconut.thought_projection import build_thought_projection
-from coconut.tokens import special_ids
-from coconut.validation import (
-    check_group_choices,
-    check_thoughts_fit,
-    keep_within_context,
-    max_positions,
-    validate_config,
-)
+from coconut.training.callbacks import CurriculumCallback, StageBestCheckpoint
+from coconut.training.datamodule import CoconutDataModule
+from coconut.training.health import StopOnNonFiniteLoss
+from coconut.training.lit_module import CoconutLitModule, rebuild_from_checkpoint
+from coconut.training.runs import recorded, resume_point, run_config
+from coconut.training.strategies import build_strategy
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
 
 
 def build_curriculum(cfg: DictConfig) -> Curriculum:
@@ -178,7 +173,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         *(instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None),
     ]
     logger = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    # FSDP wraps the base model's decoder blocks, a class known only now (coconut/strategies.py).
+    # FSDP wraps the base model's decoder blocks, a class known only now (coconut/training/strategies.py).
     strategy = build_strategy(cfg.trainer, lm)
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger or False, **({"strategy": strategy} if strategy else {})

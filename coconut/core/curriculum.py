@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from coconut.errors import ConfigError
+from coconut.core.errors import ConfigError
 
 ALL_STEPS = 10**9  # "drop every step"
 

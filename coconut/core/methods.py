@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Literal
 
-from coconut.curriculum import Curriculum
-from coconut.errors import ConfigError
+from coconut.core.curriculum import Curriculum
+from coconut.core.errors import ConfigError
 
 ThoughtKind = Literal["continuous", "pause", "none"]
 StageRule = Literal["curriculum", "zero", "final", "tokens"]

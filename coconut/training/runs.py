@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from coconut.errors import ConfigError
+from coconut.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,24 @@ LAST = Path("checkpoints") / "last.ckpt"
 # Keys that say where a run writes or how it was started, not what it trains.
 NOT_PART_OF_THE_RUN = ("paths", "ckpt_path", "resume", "resume_search_dir")
 RESUMABLE = ("running", "interrupted")
+# Classes named by `_target_` in configs that moved when coconut/ was split into layers (0.1 -> 0.2).
+# Runs and checkpoints recorded before the move name the old paths; they are read as the new ones.
+MOVED_TARGETS = {
+    "coconut.callbacks.LastCheckpoint": "coconut.training.callbacks.LastCheckpoint",
+    "coconut.diagnostics.ThoughtDiagnostics": "coconut.training.diagnostics.ThoughtDiagnostics",
+}
+
+
+def upgraded(config):
+    """`config` (a recorded run's or a checkpoint's, as plain containers) with moved `_target_`s renamed."""
+    if isinstance(config, dict):
+        return {
+            k: MOVED_TARGETS.get(v, v) if k == "_target_" and isinstance(v, str) else upgraded(v)
+            for k, v in config.items()
+        }
+    if isinstance(config, list):
+        return [upgraded(v) for v in config]
+    return config
 
 
 def run_config(cfg: DictConfig) -> dict:
@@ -112,7 +130,7 @@ def find_resumable(search_dirs: list[Path], config: dict) -> Resumable | None:
                 runs[path.parent.resolve()] = record
     # A run that resumed from another run's checkpoint takes its place (resuming in place does not count).
     superseded = {_checkpoint_run(r) for folder, r in runs.items() if _checkpoint_run(r) not in (None, folder)}
-    same = [(r["started"], folder, r) for folder, r in runs.items() if r.get("config") == config]
+    same = [(r["started"], folder, r) for folder, r in runs.items() if upgraded(r.get("config")) == config]
     same = [item for item in same if item[1] not in superseded]
     if not same:
         return None
