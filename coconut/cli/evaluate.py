@@ -28,7 +28,7 @@ from coconut.data.checks import keep_within_context
 from coconut.data.sequences import tokenize_records
 from coconut.data.splits import load_splits, split_source
 from coconut.eval.evaluator import evaluate
-from coconut.eval.report import write_evaluation
+from coconut.eval.report import thoughts_verdict, write_evaluation
 from coconut.training.datamodule import prompt_loader
 from coconut.training.lit_module import rebuild_from_checkpoint
 from coconut.training.runs import upgraded
@@ -159,6 +159,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         f"{report['tokens']['thoughts_mean']:.1f} thoughts per answer | legibility loss "
         f"{report['legibility']['loss']} | written to {output_dir}"
     )
+    log.info(thoughts_verdict(report))
     return report
 
 

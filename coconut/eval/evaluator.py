@@ -19,10 +19,12 @@ from coconut.core.curriculum import Curriculum
 from coconut.core.generation import generate
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM, ThoughtHook
+from coconut.data.graph import parse_graph
 from coconut.data.records import Record
 from coconut.data.sequences import stage_plan
 from coconut.eval import legibility as leg
 from coconut.eval.answers import answers_match, extract_answer
+from coconut.eval.frontier import ThoughtFrontier, frontier_legibility
 from coconut.eval.steps import step_key, written_steps
 from coconut.eval.thought_hooks import ThoughtRecorder, ThoughtReplacement
 
@@ -178,6 +180,29 @@ def legibility_block(
     }, per_question
 
 
+def graph_frontiers(
+    model: ContinuousThoughtLM,
+    tokenizer: PreTrainedTokenizerBase,
+    answers: Sequence[Answer],
+    records: Sequence[Record],
+    questions: Sequence[leg.QuestionReasoning],
+) -> tuple[dict, list[list[ThoughtFrontier]]]:
+    """Frontier legibility (coconut.eval.frontier) of the graph questions among `records`; ({}, [])
+    when none is a graph question."""
+    graphs = [parse_graph(records[a.index].question) for a in answers]
+    if not any(graphs) or not questions:
+        return {}, [[] for _ in answers]
+    weight = next(model.parameters())
+    return frontier_legibility(
+        lambda thoughts: model.logits(thoughts.to(device=weight.device, dtype=weight.dtype)),
+        [a.thoughts for a in answers],
+        graphs,
+        [q.steps_replaced for q in questions],
+        latents_per_step=questions[0].latents_per_step,
+        tokenizer=tokenizer,
+    )
+
+
 def ablation_hooks(
     answers: Sequence[Answer], latent_id: int, seed: int = 0
 ) -> dict[str, Callable[[dict], ThoughtHook]]:
@@ -251,6 +276,8 @@ def evaluate(
         questions, answers, leg.key_tokens_for(tokenizer), probe_folds=probe_folds, reference=reference
     )
     block["loss_reference"] = "cot_model" if reference is not None else "reference_steps"
+    frontier, frontier_rows = graph_frontiers(model, tokenizer, answers, records, questions)
+    block.update(frontier)
     block["ablation"], block["ablation_drop"] = {}, {}
     for name, make_hook in ablation_hooks(answers, model.latent_token_id).items():
         if name in ablations:
@@ -270,7 +297,9 @@ def evaluate(
         "legibility": block,
     }
     rows = []
-    for answer, question, tokens, legible in zip(answers, questions, thought_tokens, per_question):
+    for answer, question, tokens, legible, frontier_scores in zip(
+        answers, questions, thought_tokens, per_question, frontier_rows
+    ):
         record = records[answer.index]
         rows.append(
             {
@@ -284,6 +313,11 @@ def evaluate(
                 "written_steps": question.written,
                 "decoded_thoughts": tokens,
                 "legibility": legible,
+                **(
+                    {"frontier": [{"depth": f.depth, "topk": f.topk, "mass": f.mass} for f in frontier_scores]}
+                    if frontier
+                    else {}
+                ),
                 "tokens_generated": answer.emitted,
                 "thoughts": answer.thought_positions,
                 "forward_passes": answer.forward_passes,

@@ -21,6 +21,29 @@ def flatten(report: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
+# The accuracy a model must lose when its thoughts are swapped for another question's before its
+# thoughts are said to carry the answer (the target of the quickstart's recipe).
+CARRIED_DROP = 0.2
+
+
+def thoughts_verdict(report: dict) -> str:
+    """One line: did the thoughts carry the answer? Read from the ablation with another question's
+    thoughts (the strictest: the thoughts stay thought-shaped, only their content changes)."""
+    thoughts = report.get("tokens", {}).get("thoughts_mean") or 0
+    drops = report.get("legibility", {}).get("ablation_drop") or {}
+    if not thoughts:
+        return "thoughts carried the answer: no thoughts at this stage (nothing to carry it)"
+    if "other" not in drops:
+        return "thoughts carried the answer: not measured (run with legibility.ablations including other)"
+    drop = drops["other"]
+    before = report["accuracy"]
+    verdict = "yes" if drop >= CARRIED_DROP else "no"
+    return (
+        f"thoughts carried the answer: {verdict}: accuracy {before:.3f} -> {before - drop:.3f} (drop {drop:+.3f}) "
+        f"with another question's thoughts; {CARRIED_DROP} or more counts as carrying it"
+    )
+
+
 def markdown(report: dict) -> str:
     def cell(value) -> str:
         return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)

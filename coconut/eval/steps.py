@@ -6,6 +6,8 @@ written step) to follow the reasoning. One rule per task family:
                                              in brackets; the first partial product has none: its digits)
   ProsQA / ProntoQA                          "Every terpus is a brimpus."      -> "brimpus" (the entity the
                                              step reaches: its last word)
+  built-in graph reachability (data=graph)   "A > F"                           -> "F" (the node the hop reaches,
+                                             case kept: node names are letters of both cases)
 
 A written step is correct when its key content equals the reference step's (`steps_match`).
 """
@@ -17,6 +19,7 @@ import re
 _CALCULATION = re.compile(r"<<[^<>]*?=\s*([^<>]+?)\s*>>")
 _DIGITS_STEP = re.compile(r"^[\d\s+()]+$")
 _BRACKETED = re.compile(r"\(([\d\s]+)\)")
+_HOP = re.compile(r"^(\w) > (\w)$")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[.,][0-9]+)*")
 
 
@@ -26,6 +29,9 @@ def step_key(step: str) -> str | None:
     if calculations:
         return _normalise_number(calculations[-1])
     stripped = step.strip()
+    hop = _HOP.match(stripped)
+    if hop:
+        return hop[2]
     if stripped and _DIGITS_STEP.match(stripped):
         bracketed = _BRACKETED.findall(stripped)
         digits = bracketed[-1] if bracketed else stripped.split("+")[-1]

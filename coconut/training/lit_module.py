@@ -20,7 +20,14 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import build_thought_projection, projection_config
-from coconut.eval.evaluator import Answer, answer_batch, legibility_block, read_thoughts, reasoning_of
+from coconut.eval.evaluator import (
+    Answer,
+    answer_batch,
+    graph_frontiers,
+    legibility_block,
+    read_thoughts,
+    reasoning_of,
+)
 from coconut.eval.legibility import key_tokens_for
 
 SAMPLES_LOGGED = 4
@@ -99,10 +106,11 @@ class CoconutLitModule(L.LightningModule):
             answers, dataset.records, tokens, method=dataset.method, curriculum=dataset.curriculum, stage=dataset.stage
         )
         block, _ = legibility_block(questions, answers, key_tokens_for(self.tokenizer))
+        block.update(graph_frontiers(self.model, self.tokenizer, answers, dataset.records, questions)[0])
         # Under DDP, on rank 0's share of the questions: a metric may have nothing to measure on one
         # rank (None, not logged) and something on another, so a synced log could wait forever.
         for name, value in block.items():
-            if value is not None:
+            if isinstance(value, int | float) and not isinstance(value, bool):  # None: nothing measured
                 self.log(f"{split}/legibility/{name}", float(value), add_dataloader_idx=False, rank_zero_only=True)
 
     def _prompt_dataset(self, split: str):

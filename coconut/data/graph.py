@@ -1,0 +1,149 @@
+"""Graph reachability in the shape of ProsQA (Hao et al. 2024, "Training Large Language Models to
+Reason in a Continuous Latent Space", section 4), generated offline from a seed.
+
+A question gives a directed acyclic graph as an edge list, a root, and two candidate nodes; exactly
+one candidate is reachable from the root. The reasoning steps are the hops of the path from the
+root to it, one edge per step; the answer names it:
+
+    question  " A > F , Q > D , F > K , A > C , C > J , D > M , ... . From A , which is reachable : M or K ?"
+    steps     "A > F", "F > K"
+    answer    "K"
+
+Every graph is two trees of the same shape. The root's tree holds the path to the answer plus
+`distractor_branches` dead-end chains that leave the path and run to the answer's depth, so that
+no child of a path node can be told from another without looking `depth` hops ahead: a model that
+writes the path must plan it, one that keeps every frontier node at once (a breadth-first search in
+superposition, Zhu et al. 2025, arXiv:2505.12514) need not. The decoy tree is a copy rooted at
+another source, with the other candidate at the same depth: in- and out-degrees, depths and node
+names say nothing about which candidate is reachable; only the edges from the root do.
+
+Node names are single letters written after a space (" A"), so the byte-level tokenizer keeps each
+as one token; names are drawn at random per question. The frontier at depth i (every node exactly
+i hops from the root) is the key content of thought i-1 in `coconut.eval.frontier`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from coconut.core.errors import ConfigError
+from coconut.data.records import Record
+
+NODE_NAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_QUESTION = re.compile(r"^(?P<edges>.*) \. From (?P<root>\w) , which is reachable : (?P<a>\w) or (?P<b>\w) \?$")
+_EDGE = re.compile(r"(\w) > (\w)")
+
+
+@dataclass(frozen=True)
+class Graph:
+    edges: tuple[tuple[str, str], ...]
+    root: str
+    candidates: tuple[str, str]
+
+    @property
+    def nodes(self) -> list[str]:
+        """Every node named in the question, in order of first mention."""
+        seen = dict.fromkeys(n for edge in self.edges for n in edge)
+        return list(dict.fromkeys([*seen, self.root, *self.candidates]))
+
+    def frontiers(self, depth: int) -> list[set[str]]:
+        """frontiers[i]: the nodes exactly i hops from the root (shortest path), for i = 0..depth."""
+        children: dict[str, list[str]] = {}
+        for parent, child in self.edges:
+            children.setdefault(parent, []).append(child)
+        layers, seen = [{self.root}], {self.root}
+        for _ in range(depth):
+            layer = {c for n in layers[-1] for c in children.get(n, []) if c not in seen}
+            seen |= layer
+            layers.append(layer)
+        return layers
+
+
+def question_text(graph: Graph) -> str:
+    edges = " , ".join(f"{a} > {b}" for a, b in graph.edges)
+    first, second = graph.candidates
+    return f" {edges} . From {graph.root} , which is reachable : {first} or {second} ?"
+
+
+def parse_graph(question: str) -> Graph | None:
+    """The graph of a question written by `question_text`; None for any other question."""
+    match = _QUESTION.match(question.strip())
+    if not match:
+        return None
+    edges = tuple(_EDGE.findall(match["edges"]))
+    return Graph(edges=edges, root=match["root"], candidates=(match["a"], match["b"]))
+
+
+def nodes_needed(depth: int, distractor_branches: int, out_degree: int) -> int:
+    """Nodes of the largest graph the knobs can make: two trees, each the path (depth + 1 nodes)
+    and its dead-end chains at their longest (a chain from path node j has depth - j nodes)."""
+    lengths = sorted((depth - j for j in range(depth) for _ in range(out_degree - 1)), reverse=True)
+    return 2 * (depth + 1 + sum(lengths[:distractor_branches]))
+
+
+def generate_graph(
+    n: int, *, depth: int = 3, out_degree: int = 2, distractor_branches: int = 2, nodes: int = 26, seed: int = 0
+) -> list[Record]:
+    """`n` reachability questions whose answer is `depth` hops from the root.
+
+    depth                 hops from the root to the reachable candidate: the steps per question
+    out_degree            most children of a path node (the path's own child and the chains leaving there)
+    distractor_branches   dead-end chains leaving the root's path (and the decoy's), each from a path node
+                          with a free child slot, running down to the answer's depth
+    nodes                 node names to draw from (the first `nodes` of A-Z, a-z); a graph uses a random subset
+    """
+    problems = []
+    if n < 0 or depth < 1 or out_degree < 1:
+        problems.append(f"need n >= 0, depth >= 1, out_degree >= 1; got {n=}, {depth=}, {out_degree=}")
+    if distractor_branches < 0 or distractor_branches > depth * (out_degree - 1):
+        problems.append(
+            f"distractor_branches={distractor_branches} must be in 0..depth * (out_degree - 1) = "
+            f"{depth * max(out_degree - 1, 0)} (each of the {depth} path nodes above the answer has "
+            "out_degree - 1 free child slots)"
+        )
+    if problems:
+        raise ConfigError(f"data.generator (generate_graph): {'; '.join(problems)}")
+    needed = nodes_needed(depth, distractor_branches, out_degree)
+    if not needed <= nodes <= len(NODE_NAMES):
+        raise ConfigError(
+            f"data.generator (generate_graph): nodes={nodes} must be in {needed}..{len(NODE_NAMES)}: two trees of "
+            f"depth {depth} with {distractor_branches} dead-end chains need up to {needed} distinct single-letter names"
+        )
+    rng = random.Random(seed)
+    return [_graph_problem(rng, depth, out_degree, distractor_branches, nodes) for _ in range(n)]
+
+
+def _tree_shape(rng: random.Random, depth: int, out_degree: int, branches: int) -> list[int]:
+    """The path nodes (0..depth-1) where each dead-end chain leaves, at most out_degree - 1 each."""
+    slots = [j for j in range(depth) for _ in range(out_degree - 1)]
+    return sorted(rng.sample(slots, branches))
+
+
+def _tree(names: list[str], depth: int, starts: list[int]) -> tuple[list[str], list[tuple[str, str]]]:
+    """A path of depth + 1 nodes, then for each start j a chain from path node j down to depth
+    `depth`; takes node names from the end of `names`. Returns (path, edges)."""
+    path = [names.pop() for _ in range(depth + 1)]
+    edges = list(zip(path, path[1:]))
+    for j in starts:
+        parent = path[j]
+        for _ in range(depth - j):
+            child = names.pop()
+            edges.append((parent, child))
+            parent = child
+    return path, edges
+
+
+def _graph_problem(rng: random.Random, depth: int, out_degree: int, branches: int, nodes: int) -> Record:
+    names = rng.sample(NODE_NAMES[:nodes], nodes)
+    starts = _tree_shape(rng, depth, out_degree, branches)
+    path, edges = _tree(names, depth, starts)
+    decoy_path, decoy_edges = _tree(names, depth, starts)
+    all_edges = edges + decoy_edges
+    rng.shuffle(all_edges)
+    candidates = [path[-1], decoy_path[-1]]
+    rng.shuffle(candidates)
+    graph = Graph(edges=tuple(all_edges), root=path[0], candidates=(candidates[0], candidates[1]))
+    steps = tuple(f"{a} > {b}" for a, b in zip(path, path[1:]))
+    return Record(question=question_text(graph), steps=steps, answer=path[-1])

@@ -1,0 +1,153 @@
+"""Frontier legibility: whether a continuous thought holds the breadth-first search frontier of a
+graph question at once (the superposition of Hao et al. 2024, Figure on ProsQA, and of Zhu et al.
+2025, "Reasoning by Superposition", arXiv:2505.12514).
+
+For a set-valued step, a hop of a graph search, the key content is a set: the frontier F_{i+1}, the
+nodes exactly i + 1 hops from the root, for the thought(s) standing for step i. Each thought is
+read through the LM head (logit lens) and scored against the nodes of its own question's graph:
+
+  frontier_topk          share of its top-k tokens (k = |F_{i+1}|) that name frontier nodes
+  frontier_topk_within   the same share counting every node within <= i + 1 hops (root included)
+  frontier_mass          probability on frontier nodes / probability on all nodes of the graph
+
+each with its chance level: a node of the graph drawn at random is in the frontier (within the
+hops) with probability |F| / |N| (|W| / |N|), which is also the mass a uniform thought puts on it.
+A node is written by the token of " X" or of "X" (line start); both count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from coconut.data.graph import Graph
+
+FRONTIER_METRICS = ("frontier_topk", "frontier_topk_within", "frontier_mass")
+
+
+def node_tokens(tokenizer, nodes: Sequence[str]) -> dict[int, str]:
+    """token id -> node, for every node whose " X" or "X" is a single token."""
+    ids = {}
+    for node in nodes:
+        for text in (" " + node, node):
+            encoded = tokenizer.encode(text, add_special_tokens=False)
+            if len(encoded) == 1:
+                ids[encoded[0]] = node
+    return ids
+
+
+@dataclass(frozen=True)
+class ThoughtFrontier:
+    depth: int  # the frontier it is scored against: i + 1 for a thought of step i
+    topk: float
+    topk_within: float
+    mass: float
+    topk_chance: float
+    within_chance: float
+
+
+def score_thought(
+    logits: torch.Tensor,
+    frontier: set[str],
+    within: set[str],
+    graph_nodes: Sequence[str],
+    ids: dict[int, str],
+    depth: int,
+) -> ThoughtFrontier | None:
+    """One thought's logits (V,) against its frontier; None when the frontier is empty."""
+    if not frontier or not graph_nodes:
+        return None
+    top = logits.topk(len(frontier)).indices.tolist()
+    named = [ids.get(token) for token in top]
+    probs = logits.double().softmax(-1)
+    on_graph = [(token, node) for token, node in ids.items() if node in graph_nodes]
+    total = sum(float(probs[t]) for t, _ in on_graph)
+    on_frontier = sum(float(probs[t]) for t, node in on_graph if node in frontier)
+    n = len(set(graph_nodes))
+    return ThoughtFrontier(
+        depth=depth,
+        topk=sum(node in frontier for node in named) / len(top),
+        topk_within=sum(node in within for node in named) / len(top),
+        mass=on_frontier / total if total > 0 else 0.0,
+        topk_chance=len(frontier) / n,
+        within_chance=len(within & set(graph_nodes)) / n,
+    )
+
+
+def question_frontiers(
+    logits: torch.Tensor,
+    graph: Graph,
+    *,
+    steps_replaced: int,
+    latents_per_step: int,
+    ids: dict[int, str],
+) -> list[ThoughtFrontier]:
+    """Scores of every thought of one question (logits (n_thoughts, V)) that stands for a replaced
+    step: thought t stands for step t // latents_per_step, scored against frontier depth step + 1."""
+    n_steps = min(steps_replaced, logits.shape[0] // latents_per_step)
+    frontiers = graph.frontiers(n_steps)
+    nodes = graph.nodes
+    scores = []
+    for t in range(n_steps * latents_per_step):
+        depth = t // latents_per_step + 1
+        within = set().union(*frontiers[: depth + 1])
+        score = score_thought(logits[t], frontiers[depth], within, nodes, ids, depth)
+        if score is not None:
+            scores.append(score)
+    return scores
+
+
+def frontier_block(scores: Sequence[ThoughtFrontier]) -> dict:
+    """Means over thoughts, with chance levels and a per-depth breakdown; {} without any thought."""
+    if not scores:
+        return {}
+
+    def mean(values) -> float:
+        values = list(values)
+        return sum(values) / len(values)
+
+    block = {
+        "frontier_topk": mean(s.topk for s in scores),
+        "frontier_topk_chance": mean(s.topk_chance for s in scores),
+        "frontier_topk_within": mean(s.topk_within for s in scores),
+        "frontier_topk_within_chance": mean(s.within_chance for s in scores),
+        "frontier_mass": mean(s.mass for s in scores),
+        "frontier_mass_chance": mean(s.topk_chance for s in scores),
+        "frontier_thoughts": len(scores),
+    }
+    block["frontier_by_depth"] = {
+        str(depth): {
+            "topk": mean(s.topk for s in scores if s.depth == depth),
+            "mass": mean(s.mass for s in scores if s.depth == depth),
+            "chance": mean(s.topk_chance for s in scores if s.depth == depth),
+        }
+        for depth in sorted({s.depth for s in scores})
+    }
+    return block
+
+
+def frontier_legibility(
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    thoughts: Sequence[torch.Tensor],
+    graphs: Sequence[Graph | None],
+    steps_replaced: Sequence[int],
+    *,
+    latents_per_step: int,
+    tokenizer,
+) -> tuple[dict, list[list[ThoughtFrontier]]]:
+    """The frontier block over questions (thoughts (n_i, D) each; a None graph is not a graph
+    question and is skipped), and each question's scores."""
+    per_question: list[list[ThoughtFrontier]] = []
+    for recorded, graph, replaced in zip(thoughts, graphs, steps_replaced):
+        if graph is None or recorded.numel() == 0:
+            per_question.append([])
+            continue
+        ids = node_tokens(tokenizer, graph.nodes)
+        with torch.no_grad():
+            logits = logits_of(recorded).float()  # (n_thoughts, V)
+        per_question.append(
+            question_frontiers(logits, graph, steps_replaced=replaced, latents_per_step=latents_per_step, ids=ids)
+        )
+    return frontier_block([s for q in per_question for s in q]), per_question
