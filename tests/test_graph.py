@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import needs_shared_data
 
 from coconut.core.errors import ConfigError
 from coconut.core.tokenizer import build_tokenizer
@@ -166,3 +167,22 @@ def test_the_verdict_line_reads_the_swap_ablation():
     report["legibility"]["ablation_drop"]["other"] = 0.05
     assert thoughts_verdict(report).startswith("thoughts carried the answer: no:")
     assert "no thoughts" in thoughts_verdict({"accuracy": 0.8, "tokens": {"thoughts_mean": 0.0}, "legibility": {}})
+
+
+@needs_shared_data
+def test_prosqa_questions_parse_to_their_own_graphs():
+    """Every question of the real ProsQA file parses to exactly the graph its JSON lists, and each
+    reference step reaches a node of the frontier at its depth."""
+    import json
+
+    from conftest import SHARED_DATA
+
+    raw = json.loads((SHARED_DATA / "prosqa" / "prosqa_valid.json").read_text())
+    for record in raw:
+        graph = parse_graph(record["question"])
+        names = record["idx_to_symbol"]
+        assert set(graph.edges) == {(names[a], names[b]) for a, b in record["edges"]}
+        assert graph.root == names[record["root"]]
+        assert set(graph.candidates) == {names[record["target"]], names[record["neg_target"]]}
+        frontiers = graph.frontiers(len(record["steps"]))
+        assert all(step_key(step) in frontiers[i + 1] for i, step in enumerate(record["steps"]))

@@ -32,6 +32,10 @@ from coconut.core.errors import ConfigError
 from coconut.data.records import Record
 
 NODE_NAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# ProsQA's own sentences (Hao et al. 2024): "Every wumpus is a yumpus." / "Tom is a wumpus." and
+# the question "Is Tom a lempus or scrompus?".
+_PROSQA_EDGE = re.compile(r"(?:Every (\w+)|(\w+)) is an? (\w+)\.")
+_PROSQA_QUESTION = re.compile(r"Is (\w+) an? (\w+) or an? (\w+)\?|Is (\w+) a (\w+) or (\w+)\?")
 _QUESTION = re.compile(r"^(?P<edges>.*) \. From (?P<root>\w) , which is reachable : (?P<a>\w) or (?P<b>\w) \?$")
 _EDGE = re.compile(r"(\w) > (\w)")
 
@@ -68,12 +72,18 @@ def question_text(graph: Graph) -> str:
 
 
 def parse_graph(question: str) -> Graph | None:
-    """The graph of a question written by `question_text`; None for any other question."""
+    """The graph of a question written by `question_text`, or of a ProsQA question; None for any
+    other question."""
     match = _QUESTION.match(question.strip())
-    if not match:
+    if match:
+        edges = tuple(_EDGE.findall(match["edges"]))
+        return Graph(edges=edges, root=match["root"], candidates=(match["a"], match["b"]))
+    asked = _PROSQA_QUESTION.search(question)
+    if not asked:
         return None
-    edges = tuple(_EDGE.findall(match["edges"]))
-    return Graph(edges=edges, root=match["root"], candidates=(match["a"], match["b"]))
+    root, first, second = [g for g in asked.groups() if g is not None]
+    edges = tuple((every or name, child) for every, name, child in _PROSQA_EDGE.findall(question))
+    return Graph(edges=edges, root=root, candidates=(first, second)) if edges else None
 
 
 def nodes_needed(depth: int, distractor_branches: int, out_degree: int) -> int:

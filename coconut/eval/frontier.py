@@ -12,7 +12,8 @@ read through the LM head (logit lens) and scored against the nodes of its own qu
 
 each with its chance level: a node of the graph drawn at random is in the frontier (within the
 hops) with probability |F| / |N| (|W| / |N|), which is also the mass a uniform thought puts on it.
-A node is written by the token of " X" or of "X" (line start); both count.
+A node is written by the first token of " X" or of "X" (line start); both count. ProsQA questions
+are read too (`coconut.data.graph.parse_graph`), their multi-token names by their first token.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ FRONTIER_METRICS = ("frontier_topk", "frontier_topk_within", "frontier_mass")
 
 
 def node_tokens(tokenizer, nodes: Sequence[str]) -> dict[int, str]:
-    """token id -> node, for every node whose " X" or "X" is a single token."""
-    ids = {}
+    """token id -> node: the first token of " X" and of "X" for every node (one token each for the
+    built-in graphs; ProsQA's names, "shumpus", span several). A token that starts the names of two
+    nodes of the graph names neither, and is left out."""
+    owners: dict[int, set[str]] = {}
     for node in nodes:
         for text in (" " + node, node):
             encoded = tokenizer.encode(text, add_special_tokens=False)
-            if len(encoded) == 1:
-                ids[encoded[0]] = node
-    return ids
+            if encoded:
+                owners.setdefault(encoded[0], set()).add(node)
+    return {token: next(iter(named)) for token, named in owners.items() if len(named) == 1}
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,10 @@ def question_frontiers(
     """Scores of every thought of one question (logits (n_thoughts, V)) that stands for a replaced
     step: thought t stands for step t // latents_per_step, scored against frontier depth step + 1."""
     n_steps = min(steps_replaced, logits.shape[0] // latents_per_step)
-    frontiers = graph.frontiers(n_steps)
-    nodes = graph.nodes
+    readable = set(ids.values())
+    # Nodes no token names unambiguously cannot be read from a thought: they are scored on neither side.
+    frontiers = [layer & readable for layer in graph.frontiers(n_steps)]
+    nodes = [n for n in graph.nodes if n in readable]
     scores = []
     for t in range(n_steps * latents_per_step):
         depth = t // latents_per_step + 1
