@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Thought projections side by side (the README's "Thought projections" tables): one stage-0 (chain of
+# Thought projections side by side (the tables of docs/results.md, "Thought projections"): one stage-0 (chain of
 # thought) model, then the latent stages trained from it once per projection (identity, linear,
 # sparse_vocab with softmax k=4, sparse_vocab straight-through k=1), each evaluated at stage 1 and at
 # its last stage, and scripts/compare.py over the evaluations.
