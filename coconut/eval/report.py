@@ -61,6 +61,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _frontier_text(row: dict) -> str:
+    """Graph questions: each thought's frontier scores beside its decoded tokens."""
+    if not row.get("frontier"):
+        return ""
+    scores = ", ".join(f"depth {f['depth']}: top-k {f['topk']:.2f}, mass {f['mass']:.2f}" for f in row["frontier"])
+    return f"  \n**frontier (per thought):** {scores}"
+
+
 def write_evaluation(folder: Path, evaluation: Evaluation, samples_to_tensorboard: int = 8) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(evaluation.report, indent=2) + "\n")
@@ -79,7 +87,7 @@ def write_evaluation(folder: Path, evaluation: Evaluation, samples_to_tensorboar
             "\n\n".join(
                 f"**Q:** {r['question']}  \n**generated:** `{r['generated']}`  \n**reference:** "
                 f"{r['reference_answer']} ({'correct' if r['correct'] else 'wrong'})  \n**thoughts (top-5):** "
-                f"{r['decoded_thoughts']}"
+                f"{r['decoded_thoughts']}" + _frontier_text(r)
                 for r in shown
             ),
             0,
