@@ -137,6 +137,7 @@ def test_a_tiny_graph_run_reports_frontier_legibility_in_tensorboard_and_the_rep
 
     from conftest import scalars, tiny_cfg
     from hydra import compose, initialize_config_dir
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from coconut.cli.evaluate import run_evaluation
     from coconut.cli.train import CONFIG_DIR, train
@@ -146,6 +147,10 @@ def test_a_tiny_graph_run_reports_frontier_legibility_in_tensorboard_and_the_rep
     train(tiny_cfg(run, *overrides, "curriculum.epochs_first_stage=1", "curriculum.epochs_per_stage=1"))
     tags = scalars(run)
     assert "val/legibility/frontier_topk" in tags and "val/legibility/frontier_mass_chance" in tags
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    table = events.Tensors("thoughts/top_tokens/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "frontier at its depth" in table
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="eval", overrides=[f"paths.output_dir={tmp_path / 'eval'}",
                                                      f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])  # fmt: skip

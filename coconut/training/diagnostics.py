@@ -28,6 +28,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import SparseVocabProjection
+from coconut.data.graph import parse_graph
+from coconut.eval.frontier import node_tokens, score_thought
 from coconut.eval.steps import step_key
 from coconut.eval.thought_hooks import ThoughtRecorder
 
@@ -149,9 +151,11 @@ class ThoughtDiagnostics(L.Callback):
         sparse = isinstance(model.thought_projection, SparseVocabProjection)
         c = datamodule.curriculum.latents_per_step
         records = datamodule.records["val"]
+        graphs = [parse_graph(records[i].question) for i in range(min(self.table_samples, len(per_row)))]
         vectors, labels, lines = [], [], []
         for i, thoughts in enumerate(per_row):
             steps = records[i].steps
+            graph = graphs[i] if i < len(graphs) else None
             for j, vector in enumerate(thoughts):
                 step = steps[j // c] if j // c < len(steps) else ""
                 key = step_key(step) if step else None
@@ -168,9 +172,12 @@ class ThoughtDiagnostics(L.Callback):
                     if sparse:
                         weights, ids = model.thought_projection.mixture(sources[i][j])
                         cells.append(self._tokens(pl_module.tokenizer, weights.tolist(), ids.tolist()))
+                    if any(graphs):
+                        cells.append(self._frontier(model, pl_module.tokenizer, vector, graph, j // c + 1))
                     lines.append("| " + " | ".join(cells) + " |")
         columns = ["sample", "thought", "replaces step", "step result", "logit lens (p)"]
         columns += ["mixed from (w)"] if sparse else []
+        columns += ["frontier at its depth (mass on it)"] if any(graphs) else []
         header = (
             f"Thoughts of the first {min(self.table_samples, len(per_row))} validation samples (stage "
             f"{datamodule.current_stage()}): the top-{self.top_k} tokens of each thought through the LM head"
@@ -187,6 +194,19 @@ class ThoughtDiagnostics(L.Callback):
         logits = model.logits(vector.to(model.lm.device, model.lm.dtype)).float()  # (V,)
         top = torch.softmax(logits, dim=-1).topk(min(self.top_k, logits.shape[-1]))
         return self._tokens(tokenizer, top.values.tolist(), top.indices.tolist())
+
+    @staticmethod
+    def _frontier(model: ContinuousThoughtLM, tokenizer, vector: torch.Tensor, graph, depth: int) -> str:
+        """The graph's frontier at `depth` and the share of the thought's probability on the graph's
+        nodes that falls on it (coconut.eval.frontier)."""
+        if graph is None:
+            return "-"
+        frontiers = graph.frontiers(depth)
+        logits = model.logits(vector.to(model.lm.device, model.lm.dtype)).float()  # (V,)
+        within = set().union(*frontiers)
+        score = score_thought(logits, frontiers[depth], within, graph.nodes, node_tokens(tokenizer, graph.nodes), depth)
+        nodes = " ".join(sorted(frontiers[depth]))
+        return f"{nodes} ({score.mass:.2f})" if score else "-"
 
     @staticmethod
     def _tokens(tokenizer, weights: list[float], ids: list[int]) -> str:
