@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from decimal import Decimal, InvalidOperation
 
 from coconut.core.curriculum import Curriculum
@@ -112,10 +113,20 @@ def answer_parses(answer: str, kind: str) -> bool:
     return True
 
 
-def check_records(records: list[Record], *, source: str, answer_kind: str, strict: bool = False) -> list[Record]:
+def check_records(
+    records: list[Record],
+    *,
+    source: str,
+    answer_kind: str,
+    strict: bool = False,
+    expect_steps: bool = True,
+    skipped: Counter | None = None,
+) -> list[Record]:
     """Records whose answer cannot be scored under `answer_kind` are skipped with a counted
-    warning (an error with `strict`); records with no reasoning steps are kept (they train only the
-    answer, as in the official code) but counted in a warning (an error with `strict`)."""
+    warning (an error with `strict`), and counted by reason in `skipped` when given; records with no
+    reasoning steps are kept (they train only the answer, as in the official code) but counted in a
+    warning (an error with `strict`), unless `expect_steps` is false (evaluation-only benchmarks
+    have no steps by design)."""
     kept, unparsable, no_steps = [], [], []
     for index, record in enumerate(records):
         if not answer_parses(record.answer, answer_kind):
@@ -130,7 +141,7 @@ def check_records(records: list[Record], *, source: str, answer_kind: str, stric
                 )
             unparsable.append(index)
             continue
-        if not record.steps:
+        if not record.steps and expect_steps:
             if strict:
                 raise DataError.at(
                     source,
@@ -162,6 +173,8 @@ def check_records(records: list[Record], *, source: str, answer_kind: str, stric
             answer_kind,
             shown(unparsable),
         )
+        if skipped is not None:
+            skipped[f"the reference answer is not a {answer_kind} answer"] += len(unparsable)
     if no_steps:
         log.warning(
             "%s: %d of %d records have no reasoning steps (records %s, 0-based); they train only the answer. "
