@@ -4,7 +4,9 @@ file, record and field and the fix:
 - `check_records`: every answer can be scored under `data.answer_kind`; records without steps are
   counted;
 - `keep_within_context`: every sequence (and every generation) fits the model's positions; a record
-  that does not is skipped with a counted warning, or is an error with `data.strict=true`.
+  that does not is skipped with a counted warning, or is an error with `data.strict=true`;
+- `keep_answerable`: evaluation's rule, on the prompt alone (the reference steps play no part in
+  answering a question): the prompt leaves `max_new_tokens` positions to generate.
 """
 
 from __future__ import annotations
@@ -89,6 +91,70 @@ def keep_within_context(
             len(skipped),
             len(records),
             positions,
+            shown,
+        )
+    return kept_records, kept_samples
+
+
+def keep_answerable(
+    records: list[Record],
+    samples: list[TokenizedSample],
+    *,
+    source: str,
+    stage: int,
+    method: Method,
+    curriculum: Curriculum,
+    ids: SpecialIds,
+    positions: int | None,
+    generation_budget: int,
+    n_thoughts: int | None = None,
+    strict: bool = False,
+    skipped: Counter | None = None,
+) -> tuple[list[Record], list[TokenizedSample]]:
+    """Evaluation: drops the questions whose generation prompt at `stage` (or with `n_thoughts`)
+    leaves fewer than `generation_budget` of the model's positions, with a counted warning (the first
+    is a DataError with `strict`), and counts them by reason in `skipped`. Unlike `keep_within_context`
+    the reference steps are not looked at: a long reference solution does not make a question
+    unanswerable. Every question skipped is an error."""
+    if positions is None:
+        return records, samples
+    kept_records, kept_samples, dropped = [], [], []
+    for index, (record, sample) in enumerate(zip(records, samples)):
+        prompt = len(build_prompt(sample, stage, method, curriculum, ids, n_thoughts))
+        if prompt + generation_budget <= positions:
+            kept_records.append(record)
+            kept_samples.append(sample)
+            continue
+        if strict:
+            raise DataError.at(
+                source,
+                f"leaves {positions - prompt} of the model's {positions} positions after its {prompt}-token prompt, "
+                f"fewer than max_new_tokens={generation_budget} to generate the answer",
+                "lower max_new_tokens, use a model with more positions, or set data.strict=false to skip such "
+                "questions (counted in the report as wrong)",
+                index=index,
+                field="question",
+            )
+        dropped.append(index)
+    if dropped:
+        if not kept_records:
+            raise DataError.at(
+                source,
+                f"no question ({len(records)}) leaves max_new_tokens={generation_budget} of the model's "
+                f"{positions} positions after its prompt: every record is longer than the model's positions allow",
+                "lower max_new_tokens or use a model with more positions",
+            )
+        reason = f"the prompt leaves fewer than max_new_tokens={generation_budget} of the model's {positions} positions"
+        if skipped is not None:
+            skipped[reason] += len(dropped)
+        shown = ", ".join(map(str, dropped[:SHOWN])) + (", ..." if len(dropped) > SHOWN else "")
+        log.warning(
+            "%s: skipped %d of %d questions: %s (records %s, 0-based); they count as wrong in `accuracy`. "
+            "Set data.strict=true to make this an error",
+            source,
+            len(dropped),
+            len(records),
+            reason,
             shown,
         )
     return kept_records, kept_samples
