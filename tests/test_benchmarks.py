@@ -121,9 +121,14 @@ def test_real_records_read_as_published():
     )
     assert asdiv.records[0].answer == "9"  # published as "9 (apples)"
     assert {r: len(i) for r, i in asdiv.left_out.items()} == {NOT_ONE_NUMBER: 221}
+    # GSM8K: the final answer after `####`, thousands separators dropped; a model writing them still scores.
+    lines = (SHARED_DATA / "gsm8k/train.jsonl").read_text().splitlines()
     gsm8k = load_records(SHARED_DATA / "gsm8k/train.jsonl")
-    assert all("," not in r.answer for r in gsm8k)  # "#### 1,000" -> "1000"
-    assert answers_match(extract_answer("### 1,000"), "1000", "number")
+    published = [json.loads(line)["answer"].rsplit("####", 1)[1].strip() for line in lines]
+    with_separators = [(raw, r.answer) for raw, r in zip(published, gsm8k) if "," in raw]
+    assert len(with_separators) > 10 and all("," not in r.answer for r in gsm8k)
+    for raw, answer in with_separators:
+        assert answer == raw.replace(",", "") and answers_match(extract_answer(f"### {raw}"), answer, "number")
 
 
 def test_gsm_hard_in_its_published_format(tmp_path, caplog):
