@@ -212,3 +212,14 @@ def test_eval_only_data_loads_without_the_no_steps_warning_and_refuses_training(
     with caplog.at_level(logging.WARNING):
         load_splits(files, ("test",))
     assert "5 of 5 records have no reasoning steps" in caplog.text
+
+
+def test_a_file_already_downloaded_is_converted_without_the_network(tmp_path, offline):
+    raw = tmp_path / "gsm_hard" / "raw"
+    raw.mkdir(parents=True)
+    gsm_hard_file(raw)
+    folder = prepare.prepare("gsm_hard", out=tmp_path)
+    assert offline == [] and len(load_records(folder / "test.json")) == 5
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["source"] == {"downloaded": [prepare.BENCHMARKS["gsm_hard"].urls["gsmhardv2.jsonl"]]}
+    assert manifest["splits"]["test"]["from"]["left_out"] == {NOT_ONE_NUMBER: 1}
