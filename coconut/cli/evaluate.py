@@ -86,9 +86,9 @@ def run_evaluation(cfg: DictConfig) -> dict:
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split}: choose train, val or test")
     # Honest denominators: every question of the split is counted; skipped ones, by reason, as wrong.
-    skipped = {}
-    records = load_splits(data_cfg, (split,), skipped=skipped)[split]
-    skipped = skipped.get(split, Counter())
+    skipped_by_split: dict[str, Counter] = {}
+    records = load_splits(data_cfg, (split,), skipped=skipped_by_split)[split]
+    skipped = skipped_by_split.get(split, Counter())
     if cfg.get("limit"):
         records = records[: cfg.limit]
         skipped.clear()  # the answer check saw the whole file; with limit, only the first N count
