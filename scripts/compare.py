@@ -4,9 +4,13 @@ tokens spent per answer as a plot.
 
     python scripts/compare.py outputs/eval/runs/<a> outputs/eval/runs/<b> ... [--out DIR]
     python scripts/compare.py outputs/eval/multiruns/<time>/*          # a sweep's jobs
+    python scripts/compare.py <suite a> <suite b> ...     # coconut-eval benchmarks=[...] / suite=math folders
 
 Writes compare.md, compare.json and accuracy_vs_tokens.png into --out (default
-outputs/compare/<time>/) and the table and plot to TensorBoard there; prints the table.
+outputs/compare/<time>/) and the table and plot to TensorBoard there; prints the table. Folders that
+hold a summary.json (several benchmarks, one checkpoint) give one row per checkpoint and one column
+per benchmark instead: the accuracy over every question (skipped ones count as wrong), with the
+tokens per answer.
 """
 
 from __future__ import annotations
@@ -110,13 +114,67 @@ def plot(reports: list[tuple[Path, dict]]):
     return figure
 
 
+def load_summaries(folders: list[Path]) -> list[tuple[Path, dict]] | None:
+    """(folder, summary.json) for folders written by `coconut-eval benchmarks=[...]`; None when none
+    is such a folder; an exit when only some are."""
+    found = [(folder, folder / "summary.json") for folder in folders]
+    if not any(path.is_file() for _, path in found):
+        return None
+    lacking = [str(folder) for folder, path in found if not path.is_file()]
+    if lacking:
+        sys.exit(
+            f"{', '.join(lacking)}: no summary.json, while the other folders hold one; give only folders "
+            "written by coconut-eval benchmarks=[...] (or only single evaluations)"
+        )
+    return [(folder, json.loads(path.read_text())) for folder, path in found]
+
+
+def benchmark_cell(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    tokens = f", {row['tokens']:.1f} tok" if row.get("tokens") is not None else ""
+    return f"{row['accuracy']:.3f} (n={row['n_total']}{tokens})"
+
+
+def benchmark_table(summaries: list[tuple[Path, dict]]) -> str:
+    """Methods x benchmarks: accuracy over every question (n), and generated tokens per answer."""
+    benchmarks = list(dict.fromkeys(name for _, s in summaries for name in s["benchmarks"]))
+    header = "| run | method | stage | thoughts | " + " | ".join(benchmarks) + " |"
+    lines = [header, "|" + "---|" * (4 + len(benchmarks))]
+    for folder, summary in summaries:
+        cells = [benchmark_cell(summary["benchmarks"].get(name)) for name in benchmarks]
+        about = [summary.get("method"), summary.get("stage"), summary.get("thoughts_per_question")]
+        lines.append(
+            f"| {folder.name} | "
+            + " | ".join("-" if v is None else str(v) for v in about)
+            + " | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += [
+        "",
+        "accuracy over every question of each benchmark (a skipped one counts as wrong); "
+        "tok: generated tokens per answer",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path, help="coconut-eval output folders")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    reports = load_reports(args.folders)
     out = args.out or Path("outputs") / "compare" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    summaries = load_summaries(args.folders)
+    if summaries is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        markdown = benchmark_table(summaries)
+        (out / "compare.md").write_text(markdown + "\n")
+        (out / "compare.json").write_text(json.dumps({str(f): s for f, s in summaries}, indent=2) + "\n")
+        print(markdown)
+        print(f"\nwritten to {out}")
+        return
+    reports = load_reports(args.folders)
     out.mkdir(parents=True, exist_ok=True)
     markdown = table(reports)
     (out / "compare.md").write_text(markdown + "\n")

@@ -155,6 +155,64 @@ def test_questions_without_room_to_answer_are_skipped_or_refused(trained, tmp_pa
     assert 0 < report["n"] < 16
 
 
+def test_skipped_questions_are_in_the_denominator(trained, tmp_path):
+    """Honest denominators: n_total counts every question, skipped ones (with the reason) are wrong
+    in `accuracy`, and `accuracy_answered` is over those answered."""
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    report = run_evaluation(eval_cfg(tmp_path, ckpt, "max_new_tokens=170", "legibility.ablations=[]"))
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    correct = sum(r["correct"] for r in rows)
+    assert report["n_total"] == 16 and report["n"] == len(rows) and report["n_skipped"] == 16 - len(rows) > 0
+    (reason,) = report["skipped"]
+    assert "max_new_tokens=170" in reason and "256 positions" in reason
+    assert report["skipped"][reason] == report["n_skipped"]
+    assert report["accuracy"] == correct / 16 and report["accuracy_answered"] == correct / len(rows)
+    assert f"skipped {report['n_skipped']}" in (tmp_path / "report.md").read_text()
+    full = run_evaluation(eval_cfg(tmp_path / "all", ckpt, "legibility.ablations=[]"))
+    assert full["n_total"] == full["n"] == 16 and full["n_skipped"] == 0 and full["skipped"] == {}
+    assert full["accuracy"] == full["accuracy_answered"]
+
+
+def test_thoughts_at_evaluation_never_depend_on_the_reference_steps(trained, tmp_path):
+    """The same questions with their steps, with none and with eight: the same thoughts in every
+    prompt (the final stage's max_latent_stage x c = 1), the same answers, and the count in the report."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from coconut.data.sources import write_records
+    from coconut.data.splits import load_splits
+
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    config = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["config"]
+    records = load_splits(OmegaConf.create(config["data"]), ("test",))["test"]
+    variants = {
+        "steps": records,
+        "none": [type(r)(r.question, (), r.answer) for r in records],
+        "eight": [type(r)(r.question, ("<<1+1=2>>",) * 8, r.answer) for r in records],
+    }
+    reports, answers = {}, {}
+    for name, recs in variants.items():
+        write_records(recs, tmp_path / f"{name}.json")
+        reports[name] = run_evaluation(
+            eval_cfg(
+                tmp_path / name,
+                f"ckpt_path={ckpt}",
+                "method=no_curriculum",  # the final stage: where the old rule capped at the step count
+                "data=files",
+                f"data.train_path={tmp_path / name}.json",
+                f"data.val_path={tmp_path / name}.json",
+                f"data.test_path={tmp_path / name}.json",
+                "legibility.ablations=[]",
+            )
+        )
+        answers[name] = [json.loads(line)["generated"] for line in (tmp_path / name / "samples.jsonl").open()]
+    for name, report in reports.items():
+        assert report["stage"] == 2 and report["thoughts_per_question"] == 1, name
+        assert "never the reference steps" in report["thoughts_from"]
+        assert report["tokens"]["thoughts_mean"] == 1.0, name
+    assert answers["none"] == answers["steps"] == answers["eight"]
+
+
 def test_a_checkpoint_saved_before_the_layers_moved_still_evaluates(trained, tmp_path):
     """Checkpoints of coconut 0.1 (flat modules) name `coconut.callbacks.LastCheckpoint` and
     `coconut.diagnostics.ThoughtDiagnostics` in their config and pickle no coconut class: they load,

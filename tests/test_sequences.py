@@ -81,6 +81,24 @@ def test_prompt_is_the_sequence_up_to_the_end_marker_and_n_thoughts_overrides():
     assert build_prompt(SAMPLE, 1, COCONUT, curriculum, IDS, n_thoughts=5) == [10, 11, S] + [L] * 5 + [E]
 
 
+@pytest.mark.parametrize("pad", [False, True])
+def test_prompt_thoughts_never_read_the_reference_steps(pad):
+    """At evaluation the thought count is the stage's (k x c, final stage max_latent_stage x c),
+    the same for a question with no reference steps, one step, or more steps than stages; only the
+    training sequence follows the steps (min(steps, max) x c at the final stage without padding)."""
+    curriculum = Curriculum(max_latent_stage=3, latents_per_step=2, pad_latent_to_max=pad)
+    samples = [TokenizedSample(Q, steps, A) for steps in ([], [[20]], STEPS, STEPS + [[60], [70]])]
+    for stage, expected in [(0, 0), (1, 2), (2, 4), (3, 6), (4, 6), (9, 6)]:
+        assert [build_prompt(s, stage, COCONUT, curriculum, IDS).count(L) for s in samples] == [expected] * 4
+    # The training sequences are unchanged: the final stage caps at the sample's steps unless padded.
+    final = [build_sequence(s, 4, COCONUT, curriculum, IDS).thoughts for s in samples]
+    assert final == ([6, 6, 6, 6] if pad else [0, 2, 6, 6])
+    pause = Method("pause", thought="pause", stage="final", markers=False)
+    assert [build_prompt(s, 0, pause, curriculum, IDS).count(P) for s in samples] == [6] * 4
+    no_cot = Method("no_cot", thought="none", stage="final", markers=False)
+    assert [build_prompt(s, 0, no_cot, curriculum, IDS) for s in samples] == [Q] * 4
+
+
 def test_stage_schedule_and_plans():
     c = Curriculum(epochs_per_stage=3, max_latent_stage=2)
     assert [c.stage_for_epoch(e) for e in range(12)] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]

@@ -6,6 +6,7 @@ coconut-eval ckpt_path=latest                                  # the newest trai
 coconut-eval ckpt_path=... data=files data.test_path=../shared/data/prosqa/prosqa_valid.json
 coconut-eval -m ckpt_path=... n_thoughts=0,1,2,3,4,6                          # inference-time scaling
 coconut-eval ckpt_path=<coconut ckpt> legibility.reference=<folder of a CoT model's evaluation>
+coconut-eval ckpt_path=... suite=math            # gsm8k, gsm_hard, svamp, multiarith, asdiv: coconut/cli/suite.py
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 import hydra
@@ -24,11 +26,12 @@ from coconut.cli.train import CONFIG_DIR, build_curriculum, build_method
 from coconut.core.base_model import max_positions
 from coconut.core.errors import ConfigError, UserInputError
 from coconut.core.tokens import special_ids
-from coconut.data.checks import keep_within_context
+from coconut.data.checks import keep_answerable
 from coconut.data.sequences import tokenize_records
 from coconut.data.splits import load_splits, split_source
 from coconut.eval.evaluator import evaluate
 from coconut.eval.report import thoughts_verdict, write_evaluation
+from coconut.eval.suite import thoughts_used
 from coconut.training.datamodule import prompt_loader
 from coconut.training.lit_module import rebuild_from_checkpoint
 from coconut.training.runs import upgraded
@@ -82,9 +85,13 @@ def run_evaluation(cfg: DictConfig) -> dict:
     split = cfg.split
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split}: choose train, val or test")
-    records = load_splits(data_cfg, (split,))[split]
+    # Honest denominators: every question of the split is counted; skipped ones, by reason, as wrong.
+    skipped_by_split: dict[str, Counter] = {}
+    records = load_splits(data_cfg, (split,), skipped=skipped_by_split)[split]
+    skipped = skipped_by_split.get(split, Counter())
     if cfg.get("limit"):
         records = records[: cfg.limit]
+        skipped.clear()  # the answer check saw the whole file; with limit, only the first N count
 
     model, tokenizer = rebuild_from_checkpoint(checkpoint)
     check_checkpoint_compatible(checkpoint, method, tokenizer)
@@ -94,19 +101,22 @@ def run_evaluation(cfg: DictConfig) -> dict:
     # The stage the checkpoint was saved at, unless asked: stage{k}-best.ckpt is evaluated at stage k.
     stage = cfg.stage if cfg.get("stage") is not None else method.stage_at_epoch(curriculum, checkpoint["epoch"])
     max_new_tokens = cfg.get("max_new_tokens") or data_cfg.max_new_tokens
-    # Training's rule for its val/test splits: a question whose prompt leaves fewer positions than
+    # A question whose prompt (as evaluated: this stage, or n_thoughts) leaves fewer positions than
     # max_new_tokens is skipped with a counted warning (an error with data.strict=true), rather than
-    # generating past the model's last position. n_thoughts may lengthen every prompt by that many.
-    records, samples = keep_within_context(
+    # generating past the model's last position; it counts as wrong in `accuracy`.
+    records, samples = keep_answerable(
         records,
         tokenize_records(records, tokenizer),
         source=split_source(data_cfg, split),
+        stage=stage,
         method=method,
         curriculum=curriculum,
         ids=ids,
         positions=max_positions(model.lm.config),
-        generation_budget=max_new_tokens + (cfg.get("n_thoughts") or 0),
+        generation_budget=max_new_tokens,
+        n_thoughts=cfg.get("n_thoughts"),
         strict=data_cfg.get("strict", False),
+        skipped=skipped,
     )
     loader = prompt_loader(
         records,
@@ -137,6 +147,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         ablations=list(cfg.legibility.ablations),
         probe_folds=cfg.legibility.probe_folds,
         reference_legibility=reference_legibility(cfg.legibility.reference) if cfg.legibility.reference else None,
+        skipped=skipped,
     )
     evaluation.report.update(
         {
@@ -145,6 +156,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
             "dataset": data_cfg.name,
             "split": split,
             "n_thoughts": cfg.get("n_thoughts"),
+            **thoughts_used(method, curriculum, stage, cfg.get("n_thoughts")),
             "config": {
                 "eval": OmegaConf.to_container(cfg, resolve=True),
                 "train": OmegaConf.to_container(trained, resolve=True),
@@ -155,7 +167,9 @@ def run_evaluation(cfg: DictConfig) -> dict:
     write_evaluation(output_dir, evaluation)
     report = evaluation.report
     log.info(
-        f"accuracy {report['accuracy']:.4f} on {report['n']} | {report['tokens']['generated_mean']:.1f} tokens + "
+        f"accuracy {report['accuracy']:.4f} on all {report['n_total']} questions ({report['accuracy_answered']:.4f} "
+        f"on the {report['n']} answered, {report['n_skipped']} skipped) | "
+        f"{report['tokens']['generated_mean']:.1f} tokens + "
         f"{report['tokens']['thoughts_mean']:.1f} thoughts per answer | legibility loss "
         f"{report['legibility']['loss']} | written to {output_dir}"
     )
@@ -166,6 +180,11 @@ def run_evaluation(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> float:
     try:
+        if cfg.get("benchmarks") is not None:  # several benchmarks, one folder and a summary
+            from coconut.cli.suite import run_suite  # noqa: PLC0415 (it imports this module)
+
+            rows = run_suite(cfg)["benchmarks"].values()
+            return sum(row["accuracy"] for row in rows) / len(rows)
         return run_evaluation(cfg)["accuracy"]
     except UserInputError as error:
         log.error("%s", error)

@@ -75,6 +75,8 @@ def init_from_checkpoint(path: str):
 def check_prepared(data_cfg: DictConfig) -> None:
     """Datasets that a prepare command writes (`data.prepare`) say so when a file is missing."""
     command = data_cfg.get("prepare")
+    if data_cfg.get("eval_only"):
+        load_splits(data_cfg)  # refuses an evaluation set with the message saying so
     for split in ("train", "val", "test"):
         path = data_cfg.get(f"{split}_path")
         if command and path and not Path(path).exists():

@@ -4,9 +4,15 @@ reasoning steps are dropped and how many continuous thoughts replace them.
 Stage k (k <= max_latent_stage) drops the first k steps and writes k * latents_per_step thoughts,
 as the official code does even when a sample has fewer than k steps. Beyond max_latent_stage every
 step is dropped and the thoughts are capped at min(n_steps, max_latent_stage) * latents_per_step,
-or max_latent_stage * latents_per_step with pad_latent_to_max. One rule serves training and
-evaluation. (The official evaluation caps at n_steps for every stage; for the final stage, the one
-papers report, both rules agree.)
+or max_latent_stage * latents_per_step with pad_latent_to_max.
+
+Evaluation never reads the reference steps (`inference_thoughts`): stage k writes k * latents_per_step
+thoughts, and beyond max_latent_stage max_latent_stage * latents_per_step, whatever the question's
+reference chain. A test question's step count is test-time information, and benchmarks without steps
+(SVAMP, MultiArith, ASDiv, GSM-Hard) would get no thoughts at all. The official evaluation
+(facebookresearch/coconut, `get_question_latent_dataset`) writes min(k, n_steps, max_latent_stage) * c
+unless pad_latent_to_max: the same count for every question with at least max_latent_stage reference
+steps, fewer for the shorter ones.
 
 `start_stage` > 0 begins at that stage (the paper's GSM8K recipe starts COCONUT at stage 1 from a
 chain-of-thought checkpoint); later stages keep `epochs_per_stage` epochs each.
@@ -80,6 +86,12 @@ class Curriculum:
             return StagePlan(steps_dropped=stage, thoughts=stage * self.latents_per_step)
         cap = self.max_latent_stage if self.pad_latent_to_max else min(n_steps, self.max_latent_stage)
         return StagePlan(steps_dropped=ALL_STEPS, thoughts=cap * self.latents_per_step)
+
+    def inference_thoughts(self, stage: int) -> int:
+        """Thoughts of a generation prompt at `stage`, from the stage alone (never the reference
+        steps): k * latents_per_step, capped at max_latent_stage * latents_per_step, the count the
+        final stage trains on every chain of max_latent_stage steps or more."""
+        return min(stage, self.max_latent_stage) * self.latents_per_step
 
     def sample_stage(self, stage: int, n_steps: int, rng: random.Random) -> int:
         """The stage one training sample uses: with probability stage_mix_prob a uniformly drawn

@@ -4,13 +4,16 @@ file, record and field and the fix:
 - `check_records`: every answer can be scored under `data.answer_kind`; records without steps are
   counted;
 - `keep_within_context`: every sequence (and every generation) fits the model's positions; a record
-  that does not is skipped with a counted warning, or is an error with `data.strict=true`.
+  that does not is skipped with a counted warning, or is an error with `data.strict=true`;
+- `keep_answerable`: evaluation's rule, on the prompt alone (the reference steps play no part in
+  answering a question): the prompt leaves `max_new_tokens` positions to generate.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from decimal import Decimal, InvalidOperation
 
 from coconut.core.curriculum import Curriculum
@@ -93,6 +96,70 @@ def keep_within_context(
     return kept_records, kept_samples
 
 
+def keep_answerable(
+    records: list[Record],
+    samples: list[TokenizedSample],
+    *,
+    source: str,
+    stage: int,
+    method: Method,
+    curriculum: Curriculum,
+    ids: SpecialIds,
+    positions: int | None,
+    generation_budget: int,
+    n_thoughts: int | None = None,
+    strict: bool = False,
+    skipped: Counter | None = None,
+) -> tuple[list[Record], list[TokenizedSample]]:
+    """Evaluation: drops the questions whose generation prompt at `stage` (or with `n_thoughts`)
+    leaves fewer than `generation_budget` of the model's positions, with a counted warning (the first
+    is a DataError with `strict`), and counts them by reason in `skipped`. Unlike `keep_within_context`
+    the reference steps are not looked at: a long reference solution does not make a question
+    unanswerable. Every question skipped is an error."""
+    if positions is None:
+        return records, samples
+    kept_records, kept_samples, dropped = [], [], []
+    for index, (record, sample) in enumerate(zip(records, samples)):
+        prompt = len(build_prompt(sample, stage, method, curriculum, ids, n_thoughts))
+        if prompt + generation_budget <= positions:
+            kept_records.append(record)
+            kept_samples.append(sample)
+            continue
+        if strict:
+            raise DataError.at(
+                source,
+                f"leaves {positions - prompt} of the model's {positions} positions after its {prompt}-token prompt, "
+                f"fewer than max_new_tokens={generation_budget} to generate the answer",
+                "lower max_new_tokens, use a model with more positions, or set data.strict=false to skip such "
+                "questions (counted in the report as wrong)",
+                index=index,
+                field="question",
+            )
+        dropped.append(index)
+    if dropped:
+        if not kept_records:
+            raise DataError.at(
+                source,
+                f"no question ({len(records)}) leaves max_new_tokens={generation_budget} of the model's "
+                f"{positions} positions after its prompt: every record is longer than the model's positions allow",
+                "lower max_new_tokens or use a model with more positions",
+            )
+        reason = f"the prompt leaves fewer than max_new_tokens={generation_budget} of the model's {positions} positions"
+        if skipped is not None:
+            skipped[reason] += len(dropped)
+        shown = ", ".join(map(str, dropped[:SHOWN])) + (", ..." if len(dropped) > SHOWN else "")
+        log.warning(
+            "%s: skipped %d of %d questions: %s (records %s, 0-based); they count as wrong in `accuracy`. "
+            "Set data.strict=true to make this an error",
+            source,
+            len(dropped),
+            len(records),
+            reason,
+            shown,
+        )
+    return kept_records, kept_samples
+
+
 # -- answers against data.answer_kind ----------------------------------------------------------------------
 _DIGITS = re.compile(r"[\d\s]+")
 
@@ -112,10 +179,20 @@ def answer_parses(answer: str, kind: str) -> bool:
     return True
 
 
-def check_records(records: list[Record], *, source: str, answer_kind: str, strict: bool = False) -> list[Record]:
+def check_records(
+    records: list[Record],
+    *,
+    source: str,
+    answer_kind: str,
+    strict: bool = False,
+    expect_steps: bool = True,
+    skipped: Counter | None = None,
+) -> list[Record]:
     """Records whose answer cannot be scored under `answer_kind` are skipped with a counted
-    warning (an error with `strict`); records with no reasoning steps are kept (they train only the
-    answer, as in the official code) but counted in a warning (an error with `strict`)."""
+    warning (an error with `strict`), and counted by reason in `skipped` when given; records with no
+    reasoning steps are kept (they train only the answer, as in the official code) but counted in a
+    warning (an error with `strict`), unless `expect_steps` is false (evaluation-only benchmarks
+    have no steps by design)."""
     kept, unparsable, no_steps = [], [], []
     for index, record in enumerate(records):
         if not answer_parses(record.answer, answer_kind):
@@ -130,7 +207,7 @@ def check_records(records: list[Record], *, source: str, answer_kind: str, stric
                 )
             unparsable.append(index)
             continue
-        if not record.steps:
+        if not record.steps and expect_steps:
             if strict:
                 raise DataError.at(
                     source,
@@ -162,6 +239,8 @@ def check_records(records: list[Record], *, source: str, answer_kind: str, stric
             answer_kind,
             shown(unparsable),
         )
+        if skipped is not None:
+            skipped[f"the reference answer is not a {answer_kind} answer"] += len(unparsable)
     if no_steps:
         log.warning(
             "%s: %d of %d records have no reasoning steps (records %s, 0-based); they train only the answer. "

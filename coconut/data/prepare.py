@@ -6,6 +6,7 @@
     coconut-data arithmetic                   # the built-in generator, as conf/data/arithmetic.yaml sets it
     coconut-data prosqa --source prosqa_valid.json --split train --holdout 50 50
                                               # one file -> train + the last 50 / 50 as valid / test
+    coconut-data svamp --source SVAMP.json    # an evaluation-only benchmark: test.json only, no steps
 
 Every benchmark ends as `<out>/<name>/{train,valid,test}.json` (a JSON list of `{question, steps,
 answer}`, written by `sources.write_records`) plus `manifest.json`: counts, where each split came from,
@@ -31,7 +32,7 @@ from urllib.request import urlopen
 
 from coconut.core.errors import UserInputError
 from coconut.data.records import DataError, Record, parse_record
-from coconut.data.sources import load_records, write_records
+from coconut.data.sources import read_converted, write_records
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,13 @@ SPLITS = ("train", "valid", "test")
 _ICOT = "https://raw.githubusercontent.com/da03/Internalize_CoT_Step_by_Step/e06a32ee5e4cd117171daeb4755d2a97ece62761"
 _GSM8K = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data"
 _COCONUT = "https://raw.githubusercontent.com/facebookresearch/coconut/main/data"
+# The evaluation-only math benchmarks (coconut/data/benchmarks.py), from their authors' repositories.
+_GSM_HARD = "https://huggingface.co/datasets/reasoning-machines/gsm-hard/resolve/main/gsmhardv2.jsonl"
+_SVAMP = "https://raw.githubusercontent.com/arkilpatel/SVAMP/main/SVAMP.json"
+_MULTIARITH = (
+    "https://raw.githubusercontent.com/kojima-takeshi188/zero_shot_cot/main/dataset/MultiArith/MultiArith.json"
+)
+_ASDIV = "https://raw.githubusercontent.com/chaochun/nlu-asdiv-dataset/master/dataset/ASDiv.xml"
 # GSM8K ships no validation split: the last problems of train.jsonl are held out as `valid`.
 GSM8K_VALID_SIZE = 500
 # ProntoQA as preprocessed by facebookresearch/coconut (preprocessing/prontoqa.py): the first 9000
@@ -66,6 +74,7 @@ class Benchmark:
 
     `files[split]` lists the file names that hold `split`, preferred first; `urls[name]` says where
     to download a file named in `files`. `format` is the `load_records` format of the raw files.
+    `eval_only`: a test set without reasoning steps (one file, the test split), never trained on.
     """
 
     name: str
@@ -73,6 +82,7 @@ class Benchmark:
     files: dict[str, tuple[str, ...]]
     urls: dict[str, str] = field(default_factory=dict)
     about: str = ""
+    eval_only: bool = False
 
 
 BENCHMARKS = {
@@ -103,6 +113,38 @@ BENCHMARKS = {
         {s: (f"prontoqa_{s}.json", f"{s}.json") for s in SPLITS},
         {},
         f"ProntoQA 5-hop as preprocessed for COCONUT; from the preprocessed files or the raw {PRONTOQA_RAW}",
+    ),
+    "gsm_hard": Benchmark(
+        "gsm_hard",
+        "gsm_hard",
+        {"test": ("gsmhardv2.jsonl", "test.jsonl")},
+        {"gsmhardv2.jsonl": _GSM_HARD},
+        "GSM-Hard (1,319): GSM8K test with larger numbers (PAL); evaluation only",
+        eval_only=True,
+    ),
+    "svamp": Benchmark(
+        "svamp",
+        "svamp",
+        {"test": ("SVAMP.json",)},
+        {"SVAMP.json": _SVAMP},
+        "SVAMP (1,000) arithmetic word problems with varied structure; evaluation only",
+        eval_only=True,
+    ),
+    "multiarith": Benchmark(
+        "multiarith",
+        "multiarith",
+        {"test": ("MultiArith.json",)},
+        {"MultiArith.json": _MULTIARITH},
+        "MultiArith (600) multi-step arithmetic word problems; evaluation only",
+        eval_only=True,
+    ),
+    "asdiv": Benchmark(
+        "asdiv",
+        "asdiv",
+        {"test": ("ASDiv.xml",)},
+        {"ASDiv.xml": _ASDIV},
+        "ASDiv (2,305; the 2,084 with one numeric answer) diverse math word problems; evaluation only",
+        eval_only=True,
     ),
 }
 GENERATED = ("multiplication", "arithmetic")
@@ -154,7 +196,7 @@ def find_files(benchmark: Benchmark, source: Path, split: str | None = None) -> 
     """split -> raw file under `source` (a folder holding the files under their published names, or
     one file whose name says its split, or `split` when given)."""
     if source.is_file():
-        split = split or _split_of(source)
+        split = split or ("test" if benchmark.eval_only else _split_of(source))
         if split is None:
             raise DataError.at(
                 str(source),
@@ -188,8 +230,15 @@ def convert(benchmark: Benchmark, source: Path, split: str | None = None) -> tup
             origin = {"file": str(raw), "sha256": _sha256(raw)}
             return prontoqa_from_raw(raw), {s: origin for s in SPLITS}
     files = find_files(benchmark, source, split)
-    splits = {name: load_records(path, benchmark.format) for name, path in files.items()}
+    if benchmark.eval_only and set(files) != {"test"}:
+        raise UserInputError(f"{benchmark.name} is an evaluation set: it has only a test split; drop --split")
+    converted = {name: read_converted(path, benchmark.format) for name, path in files.items()}
+    splits = {name: c.records for name, c in converted.items()}
     origins = {name: {"file": str(path), "sha256": _sha256(path)} for name, path in files.items()}
+    for name, c in converted.items():
+        if c.left_out:  # problems a benchmark's scoring cannot use (ASDiv's non-numeric answers)
+            origins[name]["left_out"] = {reason: len(indices) for reason, indices in c.left_out.items()}
+            log.warning("%s: %s", files[name], c.summary())
     if benchmark.name == "gsm8k" and "train" in splits and "valid" not in splits:
         train = splits["train"]
         if len(train) <= GSM8K_VALID_SIZE:
@@ -360,7 +409,12 @@ def prepare(
 
 def _finish(folder: Path, splits: dict[str, list[Record]], source: dict, origins: dict) -> Path:
     manifest = write_benchmark(folder, splits, source, origins)
-    counts = ", ".join(f"{s} {m['count']}" for s, m in manifest["splits"].items())
+
+    def count(split: str, entry: dict) -> str:
+        left_out = sum(entry.get("from", {}).get("left_out", {}).values())
+        return f"{split} {entry['count']}" + (f" ({left_out} left out, see manifest.json)" if left_out else "")
+
+    counts = ", ".join(count(s, m) for s, m in manifest["splits"].items())
     print(f"wrote {folder}: {counts}")
     return folder
 

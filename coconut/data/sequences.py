@@ -102,7 +102,17 @@ def build_prompt(
     n_thoughts: int | None = None,
 ) -> list[int]:
     """What generation starts from: the question and the thought span of `stage` (or exactly
-    `n_thoughts` thoughts, for inference-time scaling)."""
+    `n_thoughts` thoughts, for inference-time scaling). The count never depends on the sample's
+    reference steps (`prompt_thoughts`), unlike the training sequence of the same stage."""
     if n_thoughts is None:
-        n_thoughts = stage_plan(method, curriculum, stage, len(sample.steps)).thoughts
+        n_thoughts = prompt_thoughts(method, curriculum, stage)
     return sample.question + thought_span(method, ids, n_thoughts)
+
+
+def prompt_thoughts(method: Method, curriculum: Curriculum, stage: int) -> int:
+    """Thoughts in every generation prompt of `method` at `stage` (validation and evaluation):
+    k * c at stage k, max_latent_stage * c at the final stage (`Curriculum.inference_thoughts`);
+    none for methods without thoughts and for iCoT."""
+    if method.stage == "tokens" or method.thought == "none":
+        return 0
+    return curriculum.inference_thoughts(method.stage_for(stage, curriculum.final_stage))

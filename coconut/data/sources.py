@@ -15,6 +15,8 @@ Formats, as their authors publish them:
 - `gsm8k`: the original JSONL of openai/grade-school-math, `{question, answer}` where `answer`
   is prose with `<<48/2=24>>` calculator annotations ending `#### 72`. Steps are the annotations
   in order; the answer is the text after `####` with thousands commas removed.
+- `gsm_hard`, `svamp`, `multiarith`, `asdiv`: the evaluation-only math benchmarks as published
+  (`coconut.data.benchmarks`): question and a canonical numeric answer, no steps.
 
 Every problem is raised as a `DataError` that names the file and the line or record to fix.
 """
@@ -22,14 +24,18 @@ Every problem is raised as a `DataError` that names the file and the line or rec
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from coconut.data import benchmarks
 from coconut.data.records import DataError, Record, parse_record
 
-FORMATS = ("auto", "contract", "gsm8k_aug", "multiplication", "gsm8k", "prosqa", "prontoqa")
+log = logging.getLogger(__name__)
+
+FORMATS = ("auto", "contract", "gsm8k_aug", "multiplication", "gsm8k", "prosqa", "prontoqa", *benchmarks.FORMATS)
 
 # An iCoT multiplication question: reversed digits of two operands, `5 6 3 2 * 7 4 3 4`.
 _MULTIPLICATION_QUESTION = re.compile(r"\d(?: \d)* \* \d(?: \d)*")
@@ -45,7 +51,16 @@ _STEP_END = re.compile(r"(?:[.!?]|=\s*\$?-?\d[\d,]*(?:\.\d+)?%?)$")
 def load_records(path: str | os.PathLike, format: str = "auto") -> list[Record]:
     """Reads `path` in `format` (see the module docstring); `auto` picks it from the extension
     (.txt: GSM8K-Aug or multiplication by the first line; .json/.jsonl: contract, or GSM8K when
-    records hold an `answer` with `####` and no `steps`)."""
+    records hold an `answer` with `####` and no `steps`, or a math benchmark by its keys; .xml:
+    ASDiv). Benchmark problems without one numeric answer are left out with a counted warning."""
+    converted = read_converted(path, format)
+    if converted.left_out:
+        log.warning("%s: %s", path, converted.summary())
+    return converted.records
+
+
+def read_converted(path: str | os.PathLike, format: str = "auto") -> benchmarks.Converted:
+    """`load_records` with what was left out (only the math benchmarks leave problems out)."""
     path = Path(path)
     source = str(path)
     if format not in FORMATS:
@@ -67,12 +82,21 @@ def load_records(path: str | os.PathLike, format: str = "auto") -> list[Record]:
         raise DataError.at(source, "the file is empty", "give a file with at least one record")
     if format == "auto":
         format = _detect_format(path, text)
+    if format == "asdiv":
+        return benchmarks.read_benchmark(text, format, source)
     if format in ("gsm8k_aug", "multiplication"):
-        return _load_icot_lines(text, source, multiplication=True if format == "multiplication" else None)
+        records = _load_icot_lines(text, source, multiplication=True if format == "multiplication" else None)
+        return benchmarks.Converted(records)
     rows = _read_json_rows(text, source)
+    if format in benchmarks.FORMATS:
+        return benchmarks.read_benchmark(rows, format, source)
     if format == "gsm8k":
-        return [_parse_gsm8k(raw, source=source, index=i, line=line) for i, (raw, line) in enumerate(rows)]
-    return [parse_record(raw, source=source, index=i, line=line) for i, (raw, line) in enumerate(rows)]
+        return benchmarks.Converted(
+            [_parse_gsm8k(raw, source=source, index=i, line=line) for i, (raw, line) in enumerate(rows)]
+        )
+    return benchmarks.Converted(
+        [parse_record(raw, source=source, index=i, line=line) for i, (raw, line) in enumerate(rows)]
+    )
 
 
 def _detect_format(path: Path, text: str) -> str:
@@ -80,8 +104,13 @@ def _detect_format(path: Path, text: str) -> str:
     if suffix == ".txt":
         first = next(line for line in _lines(text) if line.strip())
         return "multiplication" if _MULTIPLICATION_QUESTION.fullmatch(first.split("||", 1)[0].strip()) else "gsm8k_aug"
+    if suffix == ".xml":
+        return "asdiv"
     if suffix in (".json", ".jsonl"):
         first = _read_json_rows(text, str(path))[0][0]
+        benchmark = benchmarks.detect(first, suffix)
+        if benchmark is not None:
+            return benchmark
         is_gsm8k = (
             isinstance(first, dict)
             and "steps" not in first
@@ -92,7 +121,8 @@ def _detect_format(path: Path, text: str) -> str:
     raise DataError.at(
         str(path),
         f"cannot tell the format of a '{suffix}' file",
-        "give a .json/.jsonl (contract or GSM8K) or .txt (GSM8K-Aug or iCoT multiplication) file, "
+        "give a .json/.jsonl (contract, GSM8K, GSM-Hard, SVAMP, MultiArith), .txt (GSM8K-Aug or iCoT "
+        "multiplication) or .xml (ASDiv) file, "
         f"or set data.format to one of {', '.join(FORMATS[1:])}",
     )
 

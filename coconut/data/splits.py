@@ -8,6 +8,8 @@ under `data.answer_kind` are skipped with a counted warning, or are an error wit
 
 from __future__ import annotations
 
+from collections import Counter
+
 from hydra.utils import instantiate
 
 from coconut.core.errors import ConfigError
@@ -22,7 +24,17 @@ class DataConfigError(ConfigError):
     pass
 
 
-def load_splits(data_cfg, splits: tuple[str, ...] = SPLITS) -> dict[str, list[Record]]:
+def load_splits(
+    data_cfg, splits: tuple[str, ...] = SPLITS, skipped: dict[str, Counter] | None = None
+) -> dict[str, list[Record]]:
+    """split -> records of `data_cfg`; `skipped[split]` counts, by reason, the records the answer
+    check left out (for evaluation reports)."""
+    eval_only = bool(data_cfg.get("eval_only", False))
+    if eval_only and set(splits) - {"test"}:
+        raise DataConfigError(
+            f"data={data_cfg.get('name')} is an evaluation set (no reasoning steps, only a test split): "
+            f"train on another data= and evaluate with `coconut-eval ckpt_path=... data={data_cfg.get('name')}`"
+        )
     records: dict[str, list[Record]] = {}
     seen: set[str] = set()
     generated = bool(data_cfg.get("generator"))
@@ -36,6 +48,8 @@ def load_splits(data_cfg, splits: tuple[str, ...] = SPLITS) -> dict[str, list[Re
                 source=str(path),
                 answer_kind=data_cfg.get("answer_kind", "auto"),
                 strict=bool(data_cfg.get("strict", False)),
+                expect_steps=not eval_only,
+                skipped=skipped.setdefault(split, Counter()) if skipped is not None else None,
             )
         elif generated:
             # Different seeds per split, then drop questions another split already holds.

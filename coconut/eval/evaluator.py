@@ -8,7 +8,7 @@ prompts with the thoughts ablated, and returns the report and one row per questi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -253,10 +253,14 @@ def evaluate(
     ablations: Sequence[str] = ABLATIONS,
     probe_folds: int = 5,
     reference_legibility: dict[str, float] | None = None,
+    skipped: Mapping[str, int] | None = None,
 ) -> Evaluation:
     """Answers every prompt of `loader`, then measures legibility and, per ablation, the accuracy
     with the thoughts replaced. `reference_legibility` maps a question to the legibility of a CoT
-    model's reasoning on it (from that model's samples.jsonl), the baseline of `legibility.loss`."""
+    model's reasoning on it (from that model's samples.jsonl), the baseline of `legibility.loss`.
+    `skipped` counts, by reason, the split's questions that were not answered (no room to generate,
+    an answer that cannot be scored): `accuracy` counts them as wrong (over `n_total`),
+    `accuracy_answered` leaves them out (over `n`); the ablations compare with the second."""
     unknown = set(ablations) - set(ABLATIONS)
     if unknown:
         raise ValueError(f"unknown ablations {sorted(unknown)}; choose from {list(ABLATIONS)}")
@@ -266,7 +270,10 @@ def evaluate(
     n = len(answers)
     if n == 0:
         raise ValueError("nothing to evaluate: the split has no records")
-    accuracy = sum(a.correct for a in answers) / n
+    correct = sum(a.correct for a in answers)
+    skipped = {reason: count for reason, count in (skipped or {}).items() if count}
+    n_skipped = sum(skipped.values())
+    accuracy, accuracy_answered = correct / (n + n_skipped), correct / n
     thought_tokens = [read_thoughts(model, tokenizer, a.thoughts) for a in answers]
     questions = reasoning_of(answers, records, thought_tokens, method=method, curriculum=curriculum, stage=stage)
     reference = None
@@ -283,10 +290,14 @@ def evaluate(
         if name in ablations:
             ablated, _ = answer_all(model, tokenizer, loader, records, make_hook=make_hook, **options)
             block["ablation"][name] = sum(a.correct for a in ablated) / n
-            block["ablation_drop"][name] = accuracy - block["ablation"][name]
+            block["ablation_drop"][name] = accuracy_answered - block["ablation"][name]
     report = {
-        "accuracy": accuracy,
+        "accuracy": accuracy,  # over every question of the split: a skipped one counts as wrong
+        "accuracy_answered": accuracy_answered,  # over the n answered
+        "n_total": n + n_skipped,
         "n": n,
+        "n_skipped": n_skipped,
+        "skipped": skipped,  # reason -> count
         "stage": stage,
         "tokens": {
             "generated_mean": sum(a.emitted for a in answers) / n,

@@ -36,7 +36,7 @@ def thoughts_verdict(report: dict) -> str:
     if "other" not in drops:
         return "thoughts carried the answer: not measured (run with legibility.ablations including other)"
     drop = drops["other"]
-    before = report["accuracy"]
+    before = report.get("accuracy_answered", report["accuracy"])  # the ablations run on the answered questions
     verdict = "yes" if drop >= CARRIED_DROP else "no"
     return (
         f"thoughts carried the answer: {verdict}: accuracy {before:.3f} -> {before - drop:.3f} (drop {drop:+.3f}) "
@@ -49,10 +49,17 @@ def markdown(report: dict) -> str:
         return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
     lines = [f"# Evaluation: {report.get('checkpoint', '')}", ""]
-    meta = ("method", "dataset", "split", "stage", "n_thoughts")
+    meta = ("method", "dataset", "split", "stage", "n_thoughts", "thoughts_per_question", "thoughts_from")
     lines += [f"- {k}: {cell(report.get(k))}" for k in meta if k in report]
+    if "n_total" in report:
+        lines.append(
+            f"- questions: {report['n_total']}, answered {report['n']}, skipped {report['n_skipped']}; "
+            "`accuracy` counts a skipped question as wrong, `accuracy_answered` leaves it out"
+        )
+        lines += [f"  - skipped {count}: {reason}" for reason, count in report.get("skipped", {}).items()]
     lines += ["", "| metric | value |", "|---|---|"]
-    for key, value in flatten({k: v for k, v in report.items() if k not in ("config", "stage", "n_thoughts")}).items():
+    hidden = ("config", "stage", "n_thoughts", "thoughts_per_question", "skipped")
+    for key, value in flatten({k: v for k, v in report.items() if k not in hidden}).items():
         lines.append(f"| {key} | {cell(value)} |")
     missing = [k for k, v in report.get("legibility", {}).items() if v is None]
     if missing:
@@ -79,7 +86,7 @@ def write_evaluation(folder: Path, evaluation: Evaluation, samples_to_tensorboar
     from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (slow import, only here)
 
     with SummaryWriter(str(folder / "tensorboard")) as writer:
-        for key, value in flatten(evaluation.report).items():
+        for key, value in flatten({k: v for k, v in evaluation.report.items() if k != "skipped"}).items():
             writer.add_scalar("eval/" + key.replace(".", "/"), value, 0)
         shown = evaluation.rows[:samples_to_tensorboard]
         writer.add_text(
