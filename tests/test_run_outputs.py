@@ -89,11 +89,14 @@ def finished_run(folder: Path) -> Path:
     return folder
 
 
-def test_the_hydra_callback_refuses_earlier_outputs_and_nothing_else(tmp_path, capsys):
+def test_the_hydra_callback_refuses_earlier_outputs_and_nothing_else(tmp_path, capsys, monkeypatch):
     refuse = RefuseEarlierOutputs()
     with pytest.raises(SystemExit) as stopped:
         refuse.on_run_start(hydra_cfg("train", f"hydra.run.dir={finished_run(tmp_path / 'run')}"))
     assert stopped.value.code == 2 and "already holds a training run (status: finished)" in capsys.readouterr().err
+    with monkeypatch.context() as env:  # DDP: Lightning starts rank 1 into rank 0's folder, as it should
+        env.setenv("LOCAL_RANK", "1")
+        refuse.on_run_start(hydra_cfg("train", f"hydra.run.dir={tmp_path / 'run'}"))
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "report.json").write_text("{}")
     with pytest.raises(SystemExit):

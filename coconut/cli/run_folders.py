@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from coconut.training.runs import RESUMABLE, _alive, holds_a_run, read_run, run_config, upgraded
+from coconut.training.runs import RESUMABLE, _alive, _rank, holds_a_run, read_run, run_config, upgraded
 
 EVALUATION_FILES = ("report.json", "samples.jsonl")
 
@@ -80,6 +80,8 @@ class RefuseEarlierOutputs(Callback):
     """Hydra callback: stops a run or sweep whose folder holds earlier outputs, before Hydra writes."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _rank() > 0:  # a DDP process Lightning starts into rank 0's folder (with hydra.output_subdir=null)
+            return
         folder = Path(str(OmegaConf.select(config, "hydra.run.dir")))
         what = earlier_outputs(config, folder) if folder.is_dir() else None
         if what:
@@ -87,7 +89,7 @@ class RefuseEarlierOutputs(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
-        if not sweep.is_dir():
+        if _rank() > 0 or not sweep.is_dir():
             return
         for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
             if holds_an_evaluation(job) or holds_a_run(job):
