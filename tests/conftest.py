@@ -36,13 +36,14 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 # Architectures that change the logits after the LM head in their own forward (scaled, soft-capped
-# hard enough to matter at random init), and one with ALiBi positions built from the mask (Bloom).
-OTHER_FAMILIES = {
+# hard enough to matter at random init), one with ALiBi positions built from the mask (Bloom), and
+# one whose forward calls a part of its base model (OPT: self.model.decoder).
+RESCALING_FAMILIES = {
     "cohere": {"logit_scale": 0.25},
     "granite": {"logits_scaling": 4.0},
     "gemma2": {"final_logit_softcapping": 0.5, "head_dim": 8},
-    "bloom": {},
 }
+OTHER_FAMILIES = {**RESCALING_FAMILIES, "bloom": {}, "opt": {"ffn_dim": 64}}
 
 
 def tiny_lm(family: str, vocab_size: int = 64, seed: int = 0):

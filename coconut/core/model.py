@@ -55,19 +55,21 @@ class _DecoderOutput:
 
 
 class _GivenHidden:
-    """Stands in for a causal LM's decoder for one call of the model's own forward: it returns the
-    hidden states it was given and lends the decoder's other attributes (Falcon-H1 reads
-    `self.model.lm_head_multiplier`)."""
+    """Stands in for a causal LM's decoder for one call of the model's own forward: called, it
+    returns the hidden states it was given. Other attributes are the decoder's (Falcon-H1 reads
+    `self.model.lm_head_multiplier`), and a sub-module stands in the same way (OPT calls
+    `self.model.decoder`)."""
 
-    def __init__(self, decoder: nn.Module, hidden: torch.Tensor):
-        self.decoder, self.hidden, self.called = decoder, hidden, False
+    def __init__(self, module: nn.Module, hidden: torch.Tensor, calls: list):
+        self.module, self.hidden, self.calls = module, hidden, calls
 
     def __call__(self, *args, **kwargs):
-        self.called = True
+        self.calls.append(self.module)
         return _DecoderOutput(self.hidden)
 
     def __getattr__(self, name: str):
-        return getattr(self.decoder, name)
+        value = getattr(self.module, name)
+        return _GivenHidden(value, self.hidden, self.calls) if isinstance(value, nn.Module) else value
 
 
 def lm_logits(lm: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
@@ -75,17 +77,18 @@ def lm_logits(lm: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     forward runs with the decoder replaced by these hidden states, so whatever it does after the
     decoder (the LM head, Cohere's `logit_scale`, Granite's `logits_scaling`, Gemma-2's soft-capping,
     MiniCPM's width scaling, a float32 cast) is applied as it defines it. Also read by the
-    sparse-vocabulary thought projection, so that both see the same distribution."""
+    sparse-vocabulary thought projection, so that both see the same distribution.
+    (`ContinuousThoughtLM` checks once that this equals the model's own logits.)"""
     name = lm.base_model_prefix
-    decoder = lm._modules[name]
-    given = _GivenHidden(decoder, hidden.reshape(1, -1, hidden.shape[-1]))  # (1, N, D): any leading shape
+    decoder, calls = lm._modules[name], []
+    given = _GivenHidden(decoder, hidden.reshape(1, -1, hidden.shape[-1]), calls)  # (1, N, D): any leading shape
     lm._modules[name] = given  # type: ignore[assignment]  (restored below; no hook or parameter moves)
     try:
         out = lm(inputs_embeds=given.hidden, use_cache=False)
     finally:
         lm._modules[name] = decoder
-    if not given.called:
-        raise RuntimeError(f"{type(lm).__name__}.forward did not call its decoder `{name}`: cannot take its logits")
+    if len(calls) != 1:
+        raise RuntimeError(f"{type(lm).__name__}.forward did not call its decoder `{name}` once: no logits to take")
     logits = out.logits if hasattr(out, "logits") else out[0]
     return logits.reshape(*hidden.shape[:-1], logits.shape[-1])
 
