@@ -193,3 +193,11 @@ def test_loss_and_metrics_are_logged_as_lines_outside_a_terminal(tmp_path, caplo
         "epoch 0 step 2 validation",
     ]
     assert "train/loss=" in lines[0] and "val/acc=" in lines[2] and "val/loss=" in lines[2]
+
+
+def test_in_a_terminal_the_progress_bar_shows_the_loss_and_only_metrics_are_logged(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    caplog.set_level("INFO", logger="coconut")
+    train(tiny_cfg(tmp_path, "trainer.max_epochs=1", "test=false"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "coconut.training.progress_log"]
+    assert len(lines) == 1 and "validation: val/acc=" in lines[0]
