@@ -82,7 +82,7 @@ def hydra_cfg(config_name: str, *overrides: str):
 
 
 def finished_run(folder: Path) -> Path:
-    write_run(folder, {"status": "finished", "config": {}})
+    write_run(folder, {"status": "finished", "started": 0, "config": {}})
     (folder / ".hydra").mkdir()
     (folder / ".hydra" / "config.yaml").write_text("seed: 0\n")
     (folder / "train.log").write_text("earlier\n")
@@ -112,12 +112,12 @@ def test_the_hydra_callback_refuses_earlier_outputs_and_nothing_else(tmp_path, c
 
 def test_only_the_unfinished_run_it_continues_may_be_reused(tmp_path):
     cfg = tiny_cfg(tmp_path)
-    write_run(tmp_path, {"status": "interrupted", "pid": -1, "config": run_config(cfg)})
+    write_run(tmp_path, {"status": "interrupted", "started": 0, "pid": -1, "config": run_config(cfg)})
     assert continues_in_place(cfg, tmp_path)  # resume=auto, same config, not running
     assert not continues_in_place(tiny_cfg(tmp_path, "seed=7"), tmp_path)  # another config
     assert not continues_in_place(tiny_cfg(tmp_path, "resume=false"), tmp_path)
     assert continues_in_place(tiny_cfg(tmp_path, f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"), tmp_path)
-    write_run(tmp_path, {"status": "finished", "config": run_config(cfg)})
+    write_run(tmp_path, {"status": "finished", "started": 0, "config": run_config(cfg)})
     assert not continues_in_place(cfg, tmp_path)
 
 
