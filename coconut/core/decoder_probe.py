@@ -76,7 +76,7 @@ def probe_decoder(lm: PreTrainedModel, logits) -> bool:
     """Whether to pass `position_ids` to `lm.base_model`; raises UnsupportedModelError when left
     padding changes the hidden states either way, or when `logits(lm, hidden)` differs from the
     model's own logits."""
-    training = lm.training
+    modes = {module: module.training for module in lm.modules()}  # restored one by one after
     lm.eval()  # no dropout in the comparison
     try:
         embeds, mask = _probe_inputs(lm)
@@ -109,4 +109,5 @@ def probe_decoder(lm: PreTrainedModel, logits) -> bool:
             "causal LMs do), or make a custom decoder's forward pass position_ids on"
         )
     finally:
-        lm.train(training)
+        for module, training in modes.items():
+            module.training = training
