@@ -7,7 +7,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -35,8 +35,37 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+# Architectures that change the logits after the LM head in their own forward (scaled, soft-capped
+# hard enough to matter at random init), one with ALiBi positions built from the mask (Bloom), and
+# one whose forward calls a part of its base model (OPT: self.model.decoder).
+RESCALING_FAMILIES = {
+    "cohere": {"logit_scale": 0.25},
+    "granite": {"logits_scaling": 4.0},
+    "gemma2": {"final_logit_softcapping": 0.5, "head_dim": 8},
+}
+OTHER_FAMILIES = {**RESCALING_FAMILIES, "bloom": {}, "opt": {"ffn_dim": 64}}
+
+
 def tiny_lm(family: str, vocab_size: int = 64, seed: int = 0):
     torch.manual_seed(seed)
+    if family in OTHER_FAMILIES:
+        config = AutoConfig.for_model(
+            family,
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            n_head=4,
+            n_layer=2,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=0,
+            **OTHER_FAMILIES[family],
+        )
+        return AutoModelForCausalLM.from_config(config)
     if family == "gpt2":
         return GPT2LMHeadModel(
             GPT2Config(

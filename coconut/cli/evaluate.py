@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from coconut.cli.checks import CheckpointError, check_checkpoint_compatible
+from coconut.cli.run_folders import holds_an_evaluation
 from coconut.cli.train import CONFIG_DIR, build_curriculum, build_method
 from coconut.core.base_model import max_positions
 from coconut.core.errors import ConfigError, UserInputError
@@ -34,7 +35,7 @@ from coconut.eval.report import thoughts_verdict, write_evaluation
 from coconut.eval.suite import thoughts_used
 from coconut.training.datamodule import prompt_loader
 from coconut.training.lit_module import rebuild_from_checkpoint
-from coconut.training.runs import upgraded
+from coconut.training.runs import holds_a_run, upgraded
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,13 @@ def reference_legibility(folder: str) -> dict[str, float]:
 
 def run_evaluation(cfg: DictConfig) -> dict:
     """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
+    output_dir = Path(cfg.paths.output_dir)
+    if holds_an_evaluation(output_dir) or holds_a_run(output_dir):  # before anything is written there
+        raise ConfigError(
+            f"paths.output_dir={output_dir} already holds an earlier evaluation's or a training run's outputs; "
+            "an evaluation never writes over them. Fix: leave paths.output_dir to its default (a new folder) "
+            "or give a new folder"
+        )
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(upgraded(checkpoint["hyper_parameters"]["config"]))
@@ -163,7 +171,6 @@ def run_evaluation(cfg: DictConfig) -> dict:
             },
         }
     )
-    output_dir = Path(cfg.paths.output_dir)
     write_evaluation(output_dir, evaluation)
     report = evaluation.report
     log.info(

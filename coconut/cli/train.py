@@ -17,6 +17,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,10 +31,12 @@ from coconut.core.thought_projection import build_thought_projection
 from coconut.core.tokens import special_ids
 from coconut.data.checks import keep_within_context
 from coconut.data.splits import DataConfigError, load_splits, split_source
+from coconut.eval.report import flat_params, write_hparams
 from coconut.training.callbacks import CurriculumCallback, StageBestCheckpoint
 from coconut.training.datamodule import CoconutDataModule
 from coconut.training.health import StopOnNonFiniteLoss
 from coconut.training.lit_module import CoconutLitModule, rebuild_from_checkpoint
+from coconut.training.progress_log import LogMetrics, lightning_logs_to_root
 from coconut.training.runs import recorded, resume_point, run_config
 from coconut.training.strategies import build_strategy
 
@@ -172,6 +175,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         CurriculumCallback(curriculum, method, cfg.curriculum.reset_optimizer),
         StopOnNonFiniteLoss(),
         stage_best,
+        LogMetrics(),  # train/loss, validation and test metrics as log lines (console and train.log)
         *(instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None),
     ]
     logger = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
@@ -191,11 +195,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = {f"stage{s}": b["score"] for s, b in sorted(stage_best.best.items())}
         summary = {"final": metrics, "best_per_stage": {"val/acc": best}}
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+        for tensorboard in (lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)):
+            write_hparams(Path(tensorboard.log_dir), flat_params(run_cfg), list(metrics))  # the HPARAMS tab
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def run(cfg: DictConfig) -> float | None:
+    lightning_logs_to_root()  # Lightning's messages into Hydra's console and train.log
     try:
         metrics = train(cfg)
     except UserInputError as error:

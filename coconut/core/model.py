@@ -18,13 +18,14 @@ loop over the batch. This module has no Lightning or Hydra in it.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
+
+from coconut.core.decoder_probe import probe_decoder
 
 # (thoughts (B, 1, D), column of the input) -> the thoughts to feed; rows that are not latent at
 # that column ignore the result.
@@ -39,14 +40,57 @@ class ThoughtOutput:
     past_key_values: DynamicCache | None = None
 
 
+class _DecoderOutput:
+    """A decoder's output as a causal LM's forward reads it: `.last_hidden_state` or `[0]`; every
+    other field (cache, attentions, router logits, ...) None."""
+
+    def __init__(self, hidden: torch.Tensor):
+        self.last_hidden_state = hidden
+
+    def __getattr__(self, name: str):
+        return None
+
+    def __getitem__(self, index):
+        return (self.last_hidden_state,)[index]
+
+
+class _GivenHidden:
+    """Stands in for a causal LM's decoder for one call of the model's own forward: called, it
+    returns the hidden states it was given. Other attributes are the decoder's (Falcon-H1 reads
+    `self.model.lm_head_multiplier`), and a sub-module stands in the same way (OPT calls
+    `self.model.decoder`)."""
+
+    def __init__(self, module: nn.Module, hidden: torch.Tensor, calls: list):
+        self.module, self.hidden, self.calls = module, hidden, calls
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(self.module)
+        return _DecoderOutput(self.hidden)
+
+    def __getattr__(self, name: str):
+        value = getattr(self.module, name)
+        return _GivenHidden(value, self.hidden, self.calls) if isinstance(value, nn.Module) else value
+
+
 def lm_logits(lm: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
-    """The LM head's logits for last-layer hidden states (also read by the sparse-vocabulary thought
-    projection, so that both see the same distribution)."""
-    logits = lm.get_output_embeddings()(hidden)
-    softcap = getattr(lm.config, "final_logit_softcapping", None)
-    if softcap:  # Gemma-2 style soft-capping, applied by its own LM head wrapper
-        logits = torch.tanh(logits / softcap) * softcap
-    return logits
+    """The logits (..., V) the model itself computes from last-layer hidden states (..., D): its own
+    forward runs with the decoder replaced by these hidden states, so whatever it does after the
+    decoder (the LM head, Cohere's `logit_scale`, Granite's `logits_scaling`, Gemma-2's soft-capping,
+    MiniCPM's width scaling, a float32 cast) is applied as it defines it. Also read by the
+    sparse-vocabulary thought projection, so that both see the same distribution.
+    (`ContinuousThoughtLM` checks once that this equals the model's own logits.)"""
+    name = lm.base_model_prefix
+    decoder, calls = lm._modules[name], []
+    given = _GivenHidden(decoder, hidden.reshape(1, -1, hidden.shape[-1]), calls)  # (1, N, D): any leading shape
+    lm._modules[name] = given  # type: ignore[assignment]  (restored below; no hook or parameter moves)
+    try:
+        out = lm(inputs_embeds=given.hidden, use_cache=False)
+    finally:
+        lm._modules[name] = decoder
+    if len(calls) != 1:
+        raise RuntimeError(f"{type(lm).__name__}.forward did not call its decoder `{name}` once: no logits to take")
+    logits = out.logits if hasattr(out, "logits") else out[0]
+    return logits.reshape(*hidden.shape[:-1], logits.shape[-1])
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -66,9 +110,10 @@ class ContinuousThoughtLM(nn.Module):
         self.lm = lm
         self.latent_token_id = latent_token_id
         self.thought_projection = thought_projection or nn.Identity()
-        params = inspect.signature(self.decoder.forward).parameters
-        # Some architectures (e.g. ALiBi models like Bloom) take no position ids.
-        self._takes_position_ids = "position_ids" in params
+        # Whether the decoder must be given position ids, from how it treats a left-padded row (a
+        # decoder that takes them through **kwargs, or builds ALiBi from the mask like Bloom, cannot
+        # be told from its signature); raises for a model this forward cannot reproduce.
+        self._takes_position_ids = probe_decoder(lm, lm_logits)
         # Norms (B, n_band) of the thoughts fed by the last `run`, NaN where a band column held no
         # latent; None when it had no thoughts. Detached and never read here: diagnostics read it at
         # logging steps only, so the training step gains no host sync.

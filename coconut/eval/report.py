@@ -1,5 +1,6 @@
 """An evaluation on disk: report.json (everything), report.md (the same as a table),
-samples.jsonl (one line per question) and the scalars in TensorBoard (`eval/...`)."""
+samples.jsonl (one line per question), and in TensorBoard the metrics as scalars (`eval/...`) and the
+configuration as one hparams summary (HPARAMS tab), which coconut-train writes for its runs too."""
 
 from __future__ import annotations
 
@@ -44,6 +45,33 @@ def thoughts_verdict(report: dict) -> str:
     )
 
 
+def flat_params(config: dict, prefix: str = "") -> dict[str, bool | int | float | str]:
+    """A nested config as `a.b.c` keys (the override syntax) with values TensorBoard's hparams
+    take: numbers, booleans and strings as they are, anything else (None, lists) as JSON text."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flat_params(value, name + "."))
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+        else:
+            flat[name] = json.dumps(value, default=str)
+    return flat
+
+
+def write_hparams(log_dir: Path, params: dict, metric_names: list[str]) -> None:
+    """One hparams summary (TensorBoard's HPARAMS tab) in `log_dir`: `params` (flat) and the names
+    of scalars already logged there, whose last values the tab shows next to them."""
+    from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (slow import, only here)
+    from torch.utils.tensorboard.summary import hparams  # noqa: PLC0415
+
+    experiment, start, end = hparams(params, dict.fromkeys(sorted(metric_names), 0.0))
+    with SummaryWriter(str(log_dir)) as writer:
+        for summary in (experiment, start, end):
+            writer.file_writer.add_summary(summary)
+
+
 def markdown(report: dict) -> str:
     def cell(value) -> str:
         return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -85,9 +113,17 @@ def write_evaluation(folder: Path, evaluation: Evaluation, samples_to_tensorboar
             out.write(json.dumps(row) + "\n")
     from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (slow import, only here)
 
+    # The metrics as scalars; what was evaluated and how (the checkpoint, stage, thoughts, both
+    # configs) as hparams, not as scalars.
+    # `skipped` counts questions by reason (its keys are reasons, not metrics).
+    described = ("config", "stage", "n_thoughts", "checkpoint", "method", "dataset", "split", "skipped")
+    metrics = {
+        "eval/" + key.replace(".", "/"): value
+        for key, value in flatten({k: v for k, v in evaluation.report.items() if k not in described}).items()
+    }
     with SummaryWriter(str(folder / "tensorboard")) as writer:
-        for key, value in flatten({k: v for k, v in evaluation.report.items() if k != "skipped"}).items():
-            writer.add_scalar("eval/" + key.replace(".", "/"), value, 0)
+        for tag, value in metrics.items():
+            writer.add_scalar(tag, value, 0)
         shown = evaluation.rows[:samples_to_tensorboard]
         writer.add_text(
             "eval/samples",
@@ -99,3 +135,7 @@ def write_evaluation(folder: Path, evaluation: Evaluation, samples_to_tensorboar
             ),
             0,
         )
+    report = evaluation.report
+    params = flat_params({k: report.get(k) for k in described if k != "config"})
+    params.update(flat_params(report.get("config", {})))  # eval.* and train.*
+    write_hparams(folder / "tensorboard", params, list(metrics))

@@ -130,7 +130,7 @@ def find_resumable(search_dirs: list[Path], config: dict) -> Resumable | None:
                 runs[path.parent.resolve()] = record
     # A run that resumed from another run's checkpoint takes its place (resuming in place does not count).
     superseded = {_checkpoint_run(r) for folder, r in runs.items() if _checkpoint_run(r) not in (None, folder)}
-    same = [(r["started"], folder, r) for folder, r in runs.items() if upgraded(r.get("config")) == config]
+    same = [(r.get("started", 0), folder, r) for folder, r in runs.items() if upgraded(r.get("config")) == config]
     same = [item for item in same if item[1] not in superseded]
     if not same:
         return None
