@@ -6,6 +6,10 @@ coconut-eval ckpt_path=latest                                  # the newest trai
 coconut-eval ckpt_path=... data=files data.test_path=../shared/data/prosqa/prosqa_valid.json
 coconut-eval -m ckpt_path=... n_thoughts=0,1,2,3,4,6                          # inference-time scaling
 coconut-eval ckpt_path=<coconut ckpt> legibility.reference=<folder of a CoT model's evaluation>
+coconut-eval ckpt_path=hf:<folder or hub id> data=gsm8k                       # a Hugging Face CoT / No-CoT model
+coconut-eval ckpt_path=<official checkpoint_N> model.pretrained=gpt2 n_thoughts=6 data=gsm8k  # official code's
+coconut-eval ckpt_path=outputs/train/runs/<time>                 # every stage{k}-best.ckpt: a per-stage curve
+coconut-eval ckpt_path=... generation.temperature=0.7 generation.num_samples=8   # majority vote, pass@k
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from coconut.cli.checks import CheckpointError, check_checkpoint_compatible
-from coconut.cli.train import CONFIG_DIR, build_curriculum, build_method
+from coconut.cli.checkpoints import is_run_folder, load_any, load_checkpoint  # noqa: F401 (load_checkpoint: its old home)
+from coconut.cli.stage_curve import run_stage_curve
+from coconut.cli.train import CONFIG_DIR
 from coconut.core.base_model import max_positions
 from coconut.core.errors import ConfigError, UserInputError
 from coconut.core.tokens import special_ids
@@ -29,9 +34,8 @@ from coconut.data.sequences import tokenize_records
 from coconut.data.splits import load_splits, split_source
 from coconut.eval.evaluator import evaluate
 from coconut.eval.report import write_evaluation
+from coconut.eval.sampling import SamplingConfig, add_sampling
 from coconut.training.datamodule import prompt_loader
-from coconut.training.lit_module import rebuild_from_checkpoint
-from coconut.training.runs import upgraded
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +53,6 @@ def resolve_checkpoint(path: str) -> str:
     return str(candidates[-1])
 
 
-def load_checkpoint(path: str) -> dict:
-    if not Path(path).is_file():
-        raise ConfigError(f"ckpt_path={path}: no such file; give a .ckpt written by coconut-train")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    try:
-        check_checkpoint_compatible(checkpoint)
-    except CheckpointError as error:
-        raise CheckpointError(f"ckpt_path={path}: {error}") from None
-    return checkpoint
-
-
 def reference_legibility(folder: str) -> dict[str, float]:
     """question -> legibility of the reasoning in an earlier evaluation (a CoT model's)."""
     path = Path(folder) / "samples.jsonl"
@@ -72,12 +65,23 @@ def reference_legibility(folder: str) -> dict[str, float]:
 def run_evaluation(cfg: DictConfig) -> dict:
     """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
-    checkpoint = load_checkpoint(ckpt_path)
-    trained = OmegaConf.create(upgraded(checkpoint["hyper_parameters"]["config"]))
-    # The trained method unless method=<name> asks for another compatible one (its stage rule).
-    method = build_method(cfg if cfg.get("method") else trained)
-    curriculum = build_curriculum(trained)
+    sampling = SamplingConfig(**cfg.get("generation", {}))
+    # Any kind of checkpoint (coconut/cli/checkpoints.py): its model, tokenizer and prompt rule.
+    loaded = load_any(ckpt_path, cfg)
+    model, tokenizer, method, curriculum, trained = (
+        loaded.model,
+        loaded.tokenizer,
+        loaded.method,
+        loaded.curriculum,
+        loaded.trained,
+    )
+    n_thoughts = loaded.n_thoughts
     # The checkpoint's own data config by default: the very test split of its training run.
+    if not cfg.get("data") and trained is None:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: a {loaded.kind} checkpoint carries no data config. Fix: give data=<name> "
+            "(and its keys, e.g. data=files data.test_path=...)"
+        )
     data_cfg = cfg.data if cfg.get("data") else trained.data
     split = cfg.split
     if split not in ("train", "val", "test"):
@@ -86,13 +90,10 @@ def run_evaluation(cfg: DictConfig) -> dict:
     if cfg.get("limit"):
         records = records[: cfg.limit]
 
-    model, tokenizer = rebuild_from_checkpoint(checkpoint)
-    check_checkpoint_compatible(checkpoint, method, tokenizer)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     ids = special_ids(tokenizer)
-    # The stage the checkpoint was saved at, unless asked: stage{k}-best.ckpt is evaluated at stage k.
-    stage = cfg.stage if cfg.get("stage") is not None else method.stage_at_epoch(curriculum, checkpoint["epoch"])
+    stage = loaded.stage
     max_new_tokens = cfg.get("max_new_tokens") or data_cfg.max_new_tokens
     # Training's rule for its val/test splits: a question whose prompt leaves fewer positions than
     # max_new_tokens is skipped with a counted warning (an error with data.strict=true), rather than
@@ -105,7 +106,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         curriculum=curriculum,
         ids=ids,
         positions=max_positions(model.lm.config),
-        generation_budget=max_new_tokens + (cfg.get("n_thoughts") or 0),
+        generation_budget=max_new_tokens + (n_thoughts or 0),
         strict=data_cfg.get("strict", False),
     )
     loader = prompt_loader(
@@ -116,11 +117,11 @@ def run_evaluation(cfg: DictConfig) -> dict:
         curriculum=curriculum,
         ids=ids,
         batch_size=cfg.batch_size,
-        n_thoughts=cfg.get("n_thoughts"),
+        n_thoughts=n_thoughts,
     )
     log.info(
         f"evaluating {ckpt_path} ({method.name}, stage {stage}, "
-        f"{'n_thoughts=' + str(cfg.n_thoughts) if cfg.get('n_thoughts') is not None else 'thoughts of the stage'}) "
+        f"{'n_thoughts=' + str(n_thoughts) if n_thoughts is not None else 'thoughts of the stage'}) "
         f"on {len(records)} {data_cfg.name} {split} questions"
     )
     evaluation = evaluate(
@@ -138,16 +139,29 @@ def run_evaluation(cfg: DictConfig) -> dict:
         probe_folds=cfg.legibility.probe_folds,
         reference_legibility=reference_legibility(cfg.legibility.reference) if cfg.legibility.reference else None,
     )
+    if sampling.active:  # majority vote and pass@k beside the greedy accuracy (coconut/eval/sampling.py)
+        add_sampling(
+            evaluation,
+            model,
+            tokenizer,
+            loader,
+            records,
+            sampling,
+            answer_kind=data_cfg.answer_kind,
+            max_new_tokens=max_new_tokens,
+            seed=cfg.seed,
+        )
     evaluation.report.update(
         {
-            "checkpoint": str(Path(ckpt_path).resolve()),
+            "checkpoint": ckpt_path if loaded.kind in ("hf", "coconut-export") else str(Path(ckpt_path).resolve()),
+            "checkpoint_kind": loaded.kind,
             "method": method.name,
             "dataset": data_cfg.name,
             "split": split,
-            "n_thoughts": cfg.get("n_thoughts"),
+            "n_thoughts": n_thoughts,
             "config": {
                 "eval": OmegaConf.to_container(cfg, resolve=True),
-                "train": OmegaConf.to_container(trained, resolve=True),
+                "train": OmegaConf.to_container(trained, resolve=True) if trained is not None else None,
             },
         }
     )
@@ -165,6 +179,8 @@ def run_evaluation(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> float:
     try:
+        if is_run_folder(cfg.ckpt_path):  # every stage{k}-best.ckpt of a run: the per-stage curve
+            return run_stage_curve(cfg, run_evaluation)[-1]["accuracy"]
         return run_evaluation(cfg)["accuracy"]
     except UserInputError as error:
         log.error("%s", error)
