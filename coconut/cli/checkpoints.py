@@ -110,11 +110,17 @@ def thoughts_of_stage(method: Method, curriculum: Curriculum, stage: int) -> int
 
 
 def _foreign_curriculum(cfg: DictConfig) -> Curriculum:
+    """curriculum.c_thought and max_latent_stage as given; an unset max_latent_stage is the stage
+    asked (no cap below it), else the stages n_thoughts spans."""
     c = cfg.get("curriculum") or {}
+    per_step = c.get("c_thought") or 1
     latest = c.get("max_latent_stage")
-    return Curriculum(
-        max_latent_stage=latest if latest is not None else 10**6, latents_per_step=c.get("c_thought") or 1
-    )
+    if latest is None:
+        if cfg.get("stage") is not None:
+            latest = cfg.stage
+        else:
+            latest = -(-cfg.n_thoughts // per_step) if cfg.get("n_thoughts") is not None else 1
+    return Curriculum(max_latent_stage=latest, latents_per_step=per_step)
 
 
 def _foreign_thoughts(cfg: DictConfig, method: Method, curriculum: Curriculum, what: str) -> tuple[int, int | None]:
