@@ -142,7 +142,10 @@ def _foreign_thoughts(cfg: DictConfig, method: Method, curriculum: Curriculum, w
 def _ensure_tokens(tokenizer: PreTrainedTokenizerBase, lm: PreTrainedModel) -> None:
     """The COCONUT tokens the tokenizer lacks added after its own (the ids it has are kept), the
     embeddings grown to fit, and pad = eos where there is no pad."""
-    add_special_tokens(tokenizer)
+    try:
+        add_special_tokens(tokenizer)
+    except ValueError as error:  # no eos token
+        raise CheckpointError(f"{error}: expected a tokenizer that ends answers with an eos token") from None
     resize_embeddings(lm, tokenizer)
     lm.config.pad_token_id = tokenizer.pad_token_id
 
