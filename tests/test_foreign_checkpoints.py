@@ -150,9 +150,14 @@ def test_an_official_coconut_checkpoint_answers_as_the_official_semantics(base, 
         )
     )
     assert staged["tokens"]["thoughts_mean"] == 2 and staged["accuracy"] == report["accuracy"]
-    assert [r["generated"] for r in samples(tmp_path / "staged")] == [
-        r["generated"] for r in samples(tmp_path / "eval")
-    ]
+    generated = [r["generated"] for r in samples(tmp_path / "eval")]
+    assert [r["generated"] for r in samples(tmp_path / "staged")] == generated
+    # a save that kept DDP's `module.` prefix loads the same
+    ddp = tmp_path / "checkpoint_ddp"
+    torch.save({"module." + k: v for k, v in torch.load(path).items()}, ddp)
+    again = run_evaluation(eval_cfg(tmp_path / "ddp", f"ckpt_path={ddp}", f"model.pretrained={base}", "n_thoughts=2"))
+    assert [r["generated"] for r in samples(tmp_path / "ddp")] == generated
+    assert again["accuracy"] == report["accuracy"]
     # without a thought count: one message saying what to give
     with pytest.raises(ConfigError, match="n_thoughts=<count>"):
         run_evaluation(eval_cfg(tmp_path / "none", f"ckpt_path={path}", f"model.pretrained={base}"))

@@ -201,7 +201,22 @@ def _from_hf(name: str, cfg: DictConfig) -> LoadedCheckpoint:
     return LoadedCheckpoint("hf", f"hf:{name}", model, tokenizer, method, curriculum, stage, n_thoughts)
 
 
+def _clean_names(state: dict) -> dict:
+    """Parameter names as the module defines them: the segments wrappers add (a leading `module.` of
+    DDP or `_orig_mod.` of torch.compile, `_fsdp_wrapped_module.` of FSDP anywhere) dropped, should a
+    save keep them."""
+
+    def clean(name: str) -> str:
+        parts = [p for p in name.split(".") if p not in ("_fsdp_wrapped_module", "_checkpoint_wrapped_module")]
+        while parts and parts[0] in ("module", "_orig_mod"):
+            parts = parts[1:]
+        return ".".join(parts)
+
+    return {clean(k): v for k, v in state.items()}
+
+
 def _from_official(path: str, state: dict, cfg: DictConfig) -> LoadedCheckpoint:
+    state = _clean_names(state)
     wrapper = any(k.startswith(OFFICIAL_PREFIX) for k in state)
     found = (
         f"a state dict of the official Coconut wrapper ({len(state)} tensors named {OFFICIAL_PREFIX}*)"

@@ -10,6 +10,7 @@ sequential passes of its prompt once plus each sample's decoding passes (`forwar
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ from coconut.core.model import ContinuousThoughtLM
 from coconut.data.records import Record
 from coconut.eval.answers import answers_match, extract_answer
 from coconut.eval.evaluator import Evaluation
+
+log = logging.getLogger(__name__)
 
 
 def majority_vote(predictions: Sequence[str], kind: str = "auto") -> str:
@@ -177,6 +180,12 @@ def add_sampling(
     questions, seconds = sample_all(
         model, tokenizer, loader, records, sampling, answer_kind=answer_kind, max_new_tokens=max_new_tokens, seed=seed
     )
-    evaluation.report["sampling"] = sampling_block(questions, sampling, seconds)
+    block = evaluation.report["sampling"] = sampling_block(questions, sampling, seconds)
+    k = str(sampling.num_samples)
+    log.info(
+        f"sampling ({sampling.num_samples} per question, T={sampling.temperature}, top_p={sampling.top_p}): "
+        f"majority-vote accuracy {block['majority_accuracy']:.4f}, pass@1 {block['pass_at_k']['1']:.4f}, "
+        f"pass@{k} {block['pass_at_k'][k]:.4f}, {block['tokens_per_question']:.1f} tokens per question"
+    )
     for row, question in zip(evaluation.rows, questions):
         row.update({"sampled": question.predictions, "sampled_correct": question.correct, "vote": question.vote})
