@@ -2,13 +2,18 @@
 batch 32) against one question at a time without a cache (`generate_uncached`, the official
 implementation's way), same model and questions, measured in one run.
 
-    python scripts/bench_generate.py [--questions 64] [--batch 32] [--threads 2] [--ckpt path.ckpt]
+    python scripts/bench_generate.py [--questions 64] [--batch 32] [--threads 2] [--ckpt path.ckpt] [--samples 8]
 
 Prints questions per second of each and their ratio (target: >= 10x on the tiny model on CPU), and
-checks that both produce the same tokens. Without --ckpt the model is the quickstart's tiny GPT-2
-(conf/model/gpt2_tiny.yaml) with random weights on built-in arithmetic questions at stage 3
-(3 thoughts); it rarely emits eos, so every answer runs to --max-new-tokens. With --ckpt, a trained
-checkpoint on its own test questions at its final stage.
+checks that both produce the same tokens. Then sampling: `--samples` answers per question in one
+sampled pass (`num_samples`, the prompt and thoughts computed once, the cache copied per sample)
+against as many separate greedy passes over the same batches, in samples per second (target: the
+sampled pass faster per sample); and that sampling at temperature 0 gives the greedy tokens.
+
+Without --ckpt the model is the quickstart's tiny GPT-2 (conf/model/gpt2_tiny.yaml) with random
+weights on built-in arithmetic questions at stage 3 (3 thoughts); it rarely emits eos, so every
+answer runs to --max-new-tokens. With --ckpt, a trained checkpoint on its own test questions at its
+final stage.
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ def checkpoint_model_and_prompts(path: str, n: int) -> tuple[ContinuousThoughtLM
     return model.eval(), prompts, ids.eos
 
 
-def batched(model, prompts, eos, batch_size, max_new_tokens) -> tuple[list[list[int]], float]:
+def batched(model, prompts, eos, batch_size, max_new_tokens, **sampling) -> tuple[list[list[int]], float]:
+    """Answers (num_samples per prompt, question-major) and the seconds they took."""
     outputs, start = [], time.perf_counter()
     for i in range(0, len(prompts), batch_size):
         batch = collate_prompts(prompts[i : i + batch_size], pad_id=eos)
@@ -73,6 +79,7 @@ def batched(model, prompts, eos, batch_size, max_new_tokens) -> tuple[list[list[
             batch["position_ids"],
             eos_token_id=eos,
             max_new_tokens=max_new_tokens,
+            **sampling,
         )
         outputs += out.tokens
     return outputs, time.perf_counter() - start
@@ -94,6 +101,8 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ckpt", default=None, help="a coconut-train checkpoint instead of the random tiny model")
+    parser.add_argument("--samples", type=int, default=8, help="answers per question for the sampling part (0: skip)")
+    parser.add_argument("--temperature", type=float, default=0.7)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.ckpt:
@@ -113,6 +122,32 @@ def main() -> None:
     print(f"batched (batch {args.batch}, KV cache): {fast_rate:8.2f} questions/s ({len(fast)} questions)")
     print(f"one at a time, no cache:          {slow_rate:8.2f} questions/s ({len(slow)} questions)")
     print(f"speed-up: {fast_rate / slow_rate:.1f}x (target >= 10x)")
+    if args.samples > 1:
+        bench_sampling(model, prompts, eos, args, fast)
+
+
+def bench_sampling(model, prompts, eos, args, greedy_tokens) -> None:
+    k = args.samples
+    at_zero, _ = batched(model, prompts[: args.batch], eos, args.batch, args.max_new_tokens, num_samples=2)
+    same = at_zero == [t for t in greedy_tokens[: args.batch] for _ in range(2)]
+    print(f"\nsampling at temperature 0 equals greedy: {same}")
+    generator = torch.Generator().manual_seed(0)
+    sampled, sampled_seconds = batched(
+        model, prompts, eos, args.batch, args.max_new_tokens,
+        num_samples=k, temperature=args.temperature, generator=generator,
+    )  # fmt: skip
+    repeated_seconds = 0.0
+    for _ in range(k):
+        _, seconds = batched(model, prompts, eos, args.batch, args.max_new_tokens)
+        repeated_seconds += seconds
+    n = len(prompts) * k
+    tokens = sum(map(len, sampled)) / len(sampled)
+    sampled_rate, repeated_rate = n / sampled_seconds, n / repeated_seconds
+    print(f"{k} samples per question, T={args.temperature}, mean sample length {tokens:.1f} tokens")
+    rows = f"batch {args.batch} questions = {args.batch * k} rows"
+    print(f"sampled, num_samples={k} ({rows}): {sampled_rate:8.2f} samples/s")
+    print(f"{k} separate greedy passes (batch {args.batch}): {repeated_rate:8.2f} samples/s")
+    print(f"sampled pass per sample: {sampled_rate / repeated_rate:.2f}x the separate passes' rate (target > 1)")
 
 
 if __name__ == "__main__":

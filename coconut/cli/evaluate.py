@@ -7,6 +7,10 @@ coconut-eval ckpt_path=... data=files data.test_path=../shared/data/prosqa/prosq
 coconut-eval -m ckpt_path=... n_thoughts=0,1,2,3,4,6                          # inference-time scaling
 coconut-eval ckpt_path=<coconut ckpt> legibility.reference=<folder of a CoT model's evaluation>
 coconut-eval ckpt_path=... suite=math            # gsm8k, gsm_hard, svamp, multiarith, asdiv: coconut/cli/suite.py
+coconut-eval ckpt_path=hf:<folder or hub id> data=gsm8k                       # a Hugging Face CoT / No-CoT model
+coconut-eval ckpt_path=<official checkpoint_N> model.pretrained=gpt2 n_thoughts=6 data=gsm8k  # official code's
+coconut-eval ckpt_path=outputs/train/runs/<time>                 # every stage{k}-best.ckpt: a per-stage curve
+coconut-eval ckpt_path=... generation.temperature=0.7 generation.num_samples=8   # majority vote, pass@k
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from coconut.cli.checks import CheckpointError, check_checkpoint_compatible
+from coconut.cli.checkpoints import is_run_folder, load_any, load_checkpoint  # noqa: F401 (load_checkpoint: its old home)
 from coconut.cli.run_folders import holds_an_evaluation
-from coconut.cli.train import CONFIG_DIR, build_curriculum, build_method
+from coconut.cli.stage_curve import run_stage_curve
+from coconut.cli.train import CONFIG_DIR
 from coconut.core.base_model import max_positions
 from coconut.core.errors import ConfigError, UserInputError
 from coconut.core.tokens import special_ids
@@ -32,10 +37,10 @@ from coconut.data.sequences import tokenize_records
 from coconut.data.splits import load_splits, split_source
 from coconut.eval.evaluator import evaluate
 from coconut.eval.report import thoughts_verdict, write_evaluation
+from coconut.eval.sampling import SamplingConfig, add_sampling
 from coconut.eval.suite import thoughts_used
 from coconut.training.datamodule import prompt_loader
-from coconut.training.lit_module import rebuild_from_checkpoint
-from coconut.training.runs import holds_a_run, upgraded
+from coconut.training.runs import holds_a_run
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +56,6 @@ def resolve_checkpoint(path: str) -> str:
     if not candidates:
         raise ConfigError(f"ckpt_path=latest: no {TRAIN_RUNS}/*/checkpoints/last.ckpt here; give a checkpoint path")
     return str(candidates[-1])
-
-
-def load_checkpoint(path: str) -> dict:
-    if not Path(path).is_file():
-        raise ConfigError(f"ckpt_path={path}: no such file; give a .ckpt written by coconut-train")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    try:
-        check_checkpoint_compatible(checkpoint)
-    except CheckpointError as error:
-        raise CheckpointError(f"ckpt_path={path}: {error}") from None
-    return checkpoint
 
 
 def reference_legibility(folder: str) -> dict[str, float]:
@@ -83,12 +77,23 @@ def run_evaluation(cfg: DictConfig) -> dict:
             "or give a new folder"
         )
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
-    checkpoint = load_checkpoint(ckpt_path)
-    trained = OmegaConf.create(upgraded(checkpoint["hyper_parameters"]["config"]))
-    # The trained method unless method=<name> asks for another compatible one (its stage rule).
-    method = build_method(cfg if cfg.get("method") else trained)
-    curriculum = build_curriculum(trained)
+    sampling = SamplingConfig(**cfg.get("generation", {}))
+    # Any kind of checkpoint (coconut/cli/checkpoints.py): its model, tokenizer and prompt rule.
+    loaded = load_any(ckpt_path, cfg)
+    model, tokenizer, method, curriculum, trained = (
+        loaded.model,
+        loaded.tokenizer,
+        loaded.method,
+        loaded.curriculum,
+        loaded.trained,
+    )
+    n_thoughts = loaded.n_thoughts
     # The checkpoint's own data config by default: the very test split of its training run.
+    if not cfg.get("data") and trained is None:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: a {loaded.kind} checkpoint carries no data config. Fix: give data=<name> "
+            "(and its keys, e.g. data=files data.test_path=...)"
+        )
     data_cfg = cfg.data if cfg.get("data") else trained.data
     split = cfg.split
     if split not in ("train", "val", "test"):
@@ -101,13 +106,10 @@ def run_evaluation(cfg: DictConfig) -> dict:
         records = records[: cfg.limit]
         skipped.clear()  # the answer check saw the whole file; with limit, only the first N count
 
-    model, tokenizer = rebuild_from_checkpoint(checkpoint)
-    check_checkpoint_compatible(checkpoint, method, tokenizer)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     ids = special_ids(tokenizer)
-    # The stage the checkpoint was saved at, unless asked: stage{k}-best.ckpt is evaluated at stage k.
-    stage = cfg.stage if cfg.get("stage") is not None else method.stage_at_epoch(curriculum, checkpoint["epoch"])
+    stage = loaded.stage
     max_new_tokens = cfg.get("max_new_tokens") or data_cfg.max_new_tokens
     # A question whose prompt (as evaluated: this stage, or n_thoughts) leaves fewer positions than
     # max_new_tokens is skipped with a counted warning (an error with data.strict=true), rather than
@@ -122,7 +124,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         ids=ids,
         positions=max_positions(model.lm.config),
         generation_budget=max_new_tokens,
-        n_thoughts=cfg.get("n_thoughts"),
+        n_thoughts=n_thoughts,
         strict=data_cfg.get("strict", False),
         skipped=skipped,
     )
@@ -134,11 +136,11 @@ def run_evaluation(cfg: DictConfig) -> dict:
         curriculum=curriculum,
         ids=ids,
         batch_size=cfg.batch_size,
-        n_thoughts=cfg.get("n_thoughts"),
+        n_thoughts=n_thoughts,
     )
     log.info(
         f"evaluating {ckpt_path} ({method.name}, stage {stage}, "
-        f"{'n_thoughts=' + str(cfg.n_thoughts) if cfg.get('n_thoughts') is not None else 'thoughts of the stage'}) "
+        f"{'n_thoughts=' + str(n_thoughts) if n_thoughts is not None else 'thoughts of the stage'}) "
         f"on {len(records)} {data_cfg.name} {split} questions"
     )
     evaluation = evaluate(
@@ -157,17 +159,30 @@ def run_evaluation(cfg: DictConfig) -> dict:
         reference_legibility=reference_legibility(cfg.legibility.reference) if cfg.legibility.reference else None,
         skipped=skipped,
     )
+    if sampling.active:  # majority vote and pass@k beside the greedy accuracy (coconut/eval/sampling.py)
+        add_sampling(
+            evaluation,
+            model,
+            tokenizer,
+            loader,
+            records,
+            sampling,
+            answer_kind=data_cfg.answer_kind,
+            max_new_tokens=max_new_tokens,
+            seed=cfg.seed,
+        )
     evaluation.report.update(
         {
-            "checkpoint": str(Path(ckpt_path).resolve()),
+            "checkpoint": ckpt_path if loaded.kind in ("hf", "coconut-export") else str(Path(ckpt_path).resolve()),
+            "checkpoint_kind": loaded.kind,
             "method": method.name,
             "dataset": data_cfg.name,
             "split": split,
-            "n_thoughts": cfg.get("n_thoughts"),
-            **thoughts_used(method, curriculum, stage, cfg.get("n_thoughts")),
+            "n_thoughts": n_thoughts,
+            **thoughts_used(method, curriculum, stage, n_thoughts),
             "config": {
                 "eval": OmegaConf.to_container(cfg, resolve=True),
-                "train": OmegaConf.to_container(trained, resolve=True),
+                "train": OmegaConf.to_container(trained, resolve=True) if trained is not None else None,
             },
         }
     )
@@ -192,6 +207,8 @@ def main(cfg: DictConfig) -> float:
 
             rows = run_suite(cfg)["benchmarks"].values()
             return sum(row["accuracy"] for row in rows) / len(rows)
+        if is_run_folder(cfg.ckpt_path):  # every stage{k}-best.ckpt of a run: the per-stage curve
+            return run_stage_curve(cfg, run_evaluation)[-1]["accuracy"]
         return run_evaluation(cfg)["accuracy"]
     except UserInputError as error:
         log.error("%s", error)
