@@ -188,12 +188,13 @@ def run_evaluation(cfg: DictConfig) -> dict:
     )
     write_evaluation(output_dir, evaluation)
     report = evaluation.report
+    loss = report["legibility"]["loss"]
     log.info(
         f"accuracy {report['accuracy']:.4f} on all {report['n_total']} questions ({report['accuracy_answered']:.4f} "
         f"on the {report['n']} answered, {report['n_skipped']} skipped) | "
         f"{report['tokens']['generated_mean']:.1f} tokens + "
         f"{report['tokens']['thoughts_mean']:.1f} thoughts per answer | legibility loss "
-        f"{report['legibility']['loss']} | written to {output_dir}"
+        f"{'n/a' if loss is None else format(loss, '.3f')} | written to {output_dir}"
     )
     log.info(thoughts_verdict(report))
     return report
