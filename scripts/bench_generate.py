@@ -17,6 +17,10 @@ import argparse
 import time
 from pathlib import Path
 
+from coconut.core.threads import apply_cpu_threads, prefer_passive_wait
+
+prefer_passive_wait()  # before torch loads: OpenMP reads OMP_WAIT_POLICY once (coconut/core/threads.py)
+
 import torch
 from omegaconf import OmegaConf
 
@@ -49,9 +53,10 @@ def tiny_model_and_prompts(n: int) -> tuple[ContinuousThoughtLM, list[list[int]]
 def checkpoint_model_and_prompts(path: str, n: int) -> tuple[ContinuousThoughtLM, list[list[int]], int]:
     from coconut.cli.train import build_curriculum, build_method  # noqa: PLC0415
     from coconut.data.splits import load_splits  # noqa: PLC0415
+    from coconut.training.checkpoints import load_checkpoint  # noqa: PLC0415
     from coconut.training.lit_module import rebuild_from_checkpoint  # noqa: PLC0415
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path, "--ckpt")
     config = OmegaConf.create(checkpoint["hyper_parameters"]["config"])
     model, tokenizer = rebuild_from_checkpoint(checkpoint)
     ids = special_ids(tokenizer)
@@ -92,10 +97,10 @@ def main() -> None:
     parser.add_argument(
         "--uncached-questions", type=int, default=16, help="the slow baseline answers only the first N (rates compare)"
     )
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: coconut's choice)")
     parser.add_argument("--ckpt", default=None, help="a coconut-train checkpoint instead of the random tiny model")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    apply_cpu_threads(args.threads, device="cpu")
     if args.ckpt:
         model, prompts, eos = checkpoint_model_and_prompts(args.ckpt, args.questions)
     else:

@@ -19,16 +19,18 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from coconut.cli.checks import CheckpointError, check_checkpoint_compatible
+from coconut.cli.checks import CheckpointError, check_checkpoint_compatible, check_group_choices
 from coconut.cli.train import CONFIG_DIR, build_curriculum, build_method
 from coconut.core.base_model import max_positions
 from coconut.core.errors import ConfigError, UserInputError
+from coconut.core.threads import apply_cpu_threads
 from coconut.core.tokens import special_ids
 from coconut.data.checks import keep_within_context
 from coconut.data.sequences import tokenize_records
 from coconut.data.splits import load_splits, split_source
 from coconut.eval.evaluator import evaluate
 from coconut.eval.report import write_evaluation
+from coconut.training.checkpoints import load_checkpoint as read_checkpoint
 from coconut.training.datamodule import prompt_loader
 from coconut.training.lit_module import rebuild_from_checkpoint
 from coconut.training.runs import upgraded
@@ -50,9 +52,7 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def load_checkpoint(path: str) -> dict:
-    if not Path(path).is_file():
-        raise ConfigError(f"ckpt_path={path}: no such file; give a .ckpt written by coconut-train")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path, "ckpt_path")  # a missing or incomplete file: one message
     try:
         check_checkpoint_compatible(checkpoint)
     except CheckpointError as error:
@@ -71,6 +71,8 @@ def reference_legibility(folder: str) -> dict[str, float]:
 
 def run_evaluation(cfg: DictConfig) -> dict:
     """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    apply_cpu_threads(cfg.get("cpu_threads"), device=device)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(upgraded(checkpoint["hyper_parameters"]["config"]))
@@ -88,7 +90,6 @@ def run_evaluation(cfg: DictConfig) -> dict:
 
     model, tokenizer = rebuild_from_checkpoint(checkpoint)
     check_checkpoint_compatible(checkpoint, method, tokenizer)
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     ids = special_ids(tokenizer)
     # The stage the checkpoint was saved at, unless asked: stage{k}-best.ckpt is evaluated at stage k.
@@ -163,12 +164,23 @@ def run_evaluation(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> float:
+def run(cfg: DictConfig) -> float:
     try:
         return run_evaluation(cfg)["accuracy"]
     except UserInputError as error:
         log.error("%s", error)
         sys.exit(2)
+
+
+def main() -> float | None:
+    """The `coconut-eval` command: an unknown group choice (`method=xyz`, `data=xyz`) gets coconut-train's
+    one line listing the valid ones, before Hydra composes anything."""
+    try:
+        check_group_choices(sys.argv[1:], CONFIG_DIR)
+    except ConfigError as error:
+        print(f"coconut-eval: {error}", file=sys.stderr)
+        sys.exit(2)
+    return run()
 
 
 if __name__ == "__main__":
