@@ -126,9 +126,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     elif ckpt_path is not None:
         require_complete(
             ckpt_path,
-            "ckpt_path",
             label=f"resume=auto: {ckpt_path}, the last checkpoint of the unfinished run with this config,",
-            instead="resume from it with ckpt_path=<that file>, or start afresh with resume=false",
+            fix="resume from an earlier one with ckpt_path=<file>, or start afresh with resume=false",
         )
 
     check_prepared(cfg.data)

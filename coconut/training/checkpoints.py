@@ -54,29 +54,23 @@ def complete_neighbours(path: str | Path) -> list[Path]:
     return [p for p in others if incomplete_reason(p) is None]
 
 
-def _described(paths: list[Path]) -> str:
-    return ", ".join(f"{p} (saved {time.strftime('%Y-%m-%d %H:%M', time.localtime(p.stat().st_mtime))})" for p in paths)
-
-
-def require_complete(
-    path: str | Path, key: str = "ckpt_path", *, label: str | None = None, instead: str | None = None
-) -> None:
-    """Raises CheckpointError naming `key`={path} (or `label`) when it is not a complete checkpoint,
-    with the complete checkpoints beside it. `instead`: how to use one of them (default: `key`=<it>)."""
+def require_complete(path: str | Path, key: str = "ckpt_path", *, label: str | None = None, fix: str | None = None):
+    """Raises CheckpointError when `path` is not a complete checkpoint: one line naming it (`key`={path},
+    or `label`), why, the complete checkpoints beside it, and `fix` (default: use one of them as `key`)."""
     reason = incomplete_reason(path)
     if reason is None:
         return
     neighbours = complete_neighbours(path)
     if neighbours:
-        fix = (
-            f"Fix: copy it again, or use a complete checkpoint of the same run: {_described(neighbours)}"
-            f" ({instead or f'{key}=<that file>'})"
+        listed = ", ".join(
+            f"{p} (saved {time.strftime('%Y-%m-%d %H:%M', time.localtime(p.stat().st_mtime))})" for p in neighbours
         )
+        beside = f"Complete checkpoints beside it: {listed}"
+        fix = fix or f"give one of them as {key}=<file>, or copy or download this one again"
     else:
-        fix = "Fix: copy or download it again (no complete checkpoint lies beside it)" + (
-            f"; {instead}" if instead else ""
-        )
-    raise CheckpointError(f"{label or f'{key}={path}'} is not a complete checkpoint: {reason}. {fix}")
+        beside = "No complete checkpoint lies beside it"
+        fix = fix or "copy or download it again"
+    raise CheckpointError(f"{label or f'{key}={path}'} is not a complete checkpoint: {reason}. {beside}. Fix: {fix}")
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
