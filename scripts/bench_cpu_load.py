@@ -33,17 +33,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ("today", "new", "1 thread")
-BUSY = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+# A busy process: a Python loop spinning on one core, in a session of its own (another user's job or
+# a browser: its own scheduler autogroup), at the benchmark's autogroup priority under --priority.
+BUSY = """import os, time
+from pathlib import Path
+if os.environ.get("BENCH_AUTOGROUP_NICE"):
+    Path("/proc/self/autogroup").write_text(os.environ["BENCH_AUTOGROUP_NICE"])
+end = time.monotonic() + {seconds}
+while time.monotonic() < end:
+    pass
+"""
 
 
-def child(config: str, workload: str, steps: int) -> None:
+def child(config: str, workload: str, steps: int, busy: int) -> None:
     """Runs in a fresh process: sets the configuration up before torch loads, times `steps` steps
     after 3 warm-up steps, prints one JSON line."""
     sys.path.insert(0, str(ROOT))
-    if config == "new":
-        from coconut.core.threads import prefer_passive_wait  # noqa: PLC0415
-
-        prefer_passive_wait()
     import torch  # noqa: PLC0415
     from omegaconf import OmegaConf  # noqa: PLC0415
     from transformers import AutoConfig, AutoModelForCausalLM  # noqa: PLC0415
@@ -53,8 +58,9 @@ def child(config: str, workload: str, steps: int) -> None:
     from coconut.core.threads import apply_cpu_threads  # noqa: PLC0415
     from coconut.data.collate import collate_prompts, collate_training  # noqa: PLC0415
 
+    threads = None
     if config == "new":
-        apply_cpu_threads(None, device="cpu")
+        threads = apply_cpu_threads(None, device="cpu")
     elif config == "1 thread":
         torch.set_num_threads(1)
 
@@ -98,37 +104,66 @@ def child(config: str, workload: str, steps: int) -> None:
             generate(model, ids, mask, pos, eos_token_id=-1, max_new_tokens=16)  # -1: never stops early
 
     priority = os.environ.get("BENCH_AUTOGROUP_NICE")
-    if priority:  # --priority: this process's session outweighs the machine's other users while it times
+    if priority:  # --priority: this session (this process and its busy neighbours) outweighs other users
         Path("/proc/self/autogroup").write_text(priority)
+    seconds = 60 + 30 * steps  # a bound on the busy processes' life, should this process die first
+    busy_processes = [
+        subprocess.Popen([sys.executable, "-c", BUSY.format(seconds=seconds)], start_new_session=True)
+        for _ in range(busy)
+    ]
     try:
-        for _ in range(3):
+        # Warm-up: 3 steps and at least 3 seconds, long enough for `new`'s governor to have looked at
+        # the load twice (it samples every second), as it has in any run longer than a few seconds.
+        begin, warm = time.perf_counter(), 0
+        while warm < 3 or time.perf_counter() - begin < 3:
             step()
+            warm += 1
+            if threads is not None:
+                threads.update()
         times = []
         for _ in range(steps):
             begin = time.perf_counter()
             step()
+            if threads is not None:
+                threads.update()
             times.append(time.perf_counter() - begin)
     finally:
+        for process in busy_processes:
+            process.kill()
+            process.wait()
         if priority:
             Path("/proc/self/autogroup").write_text("0")
     wait = os.environ.get("OMP_WAIT_POLICY", "unset")
     median, best = 1e3 * statistics.median(times), 1e3 * min(times)
-    print(json.dumps({"ms": median, "best_ms": best, "threads": torch.get_num_threads(), "wait": wait}))
+    most = threads.governor.most if threads is not None and threads.governor else torch.get_num_threads()
+    changes = threads.governor.changes if threads is not None and threads.governor else 0
+    result = {"ms": median, "best_ms": best, "threads": most, "threads_at_end": torch.get_num_threads()}
+    print(json.dumps(result | {"changes": changes, "wait": wait}))
 
 
-def child_env(priority: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+def child_env(config: str, priority: bool) -> dict[str, str]:
+    drop = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONWARNINGS"] = "ignore"
+    if config.startswith("spin="):  # today's, with libgomp's spin before sleeping set
+        env["GOMP_SPINCOUNT"] = config.removeprefix("spin=")
+    if config == "passive":  # today's, with idle OpenMP threads that sleep at once
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     if priority:
         env["BENCH_AUTOGROUP_NICE"] = "-20"
     return env
 
 
-def measure(config: str, workload: str, steps: int, priority: bool = False) -> dict:
+def measure(config: str, workload: str, steps: int, busy: int, priority: bool = False) -> dict:
     command = [sys.executable, __file__, "--child", config, "--workload", workload, "--steps", str(steps)]
-    # A session of its own: --priority raises the nice value of this session's autogroup only.
+    # A session of its own, shared with its busy processes: --priority raises this session's autogroup only.
     done = subprocess.run(
-        command, env=child_env(priority), capture_output=True, text=True, cwd=ROOT, start_new_session=True
+        [*command, "--busy", str(busy)],
+        env=child_env(config, priority),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        start_new_session=True,
     )
     if done.returncode != 0:
         raise SystemExit(f"{config}: the measuring process failed:\n{done.stderr[-3000:]}")
@@ -141,22 +176,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="each configuration measured this often per load")
     parser.add_argument("--loads", default="0,1,2", help="numbers of busy processes beside the step")
     parser.add_argument("--workload", choices=("train", "generate"), default="train")
-    parser.add_argument("--busy-seconds", type=int, default=900, help="bound on each busy process's life")
+    parser.add_argument(
+        "--configs",
+        default=",".join(CONFIGS),
+        help="among today, new, 1 thread, passive (today's with OMP_WAIT_POLICY=PASSIVE), spin=N (GOMP_SPINCOUNT=N)",
+    )
     parser.add_argument(
         "--priority",
         action="store_true",
-        help="on a shared machine, approximate an idle one: time the steps at autogroup nice -20 (Linux, root; "
-        "only with --loads 0, since busy processes would be outweighed too)",
+        help="on a shared machine, approximate one that runs only this benchmark: time each configuration with "
+        "its session (it and its busy processes) at autogroup nice -20 (Linux, root)",
     )
-    parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--busy", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.workload, args.steps)
+        child(args.child, args.workload, args.steps, args.busy)
         return
 
     loads = [int(n) for n in args.loads.split(",")]
-    if args.priority and loads != [0]:
-        parser.error("--priority only with --loads 0")
+    configs = args.configs.split(",")
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     print(
         f"{args.workload} step, {len(cpus)} CPUs allowed, {args.steps} steps x {args.rounds} rounds per cell"
@@ -166,42 +205,37 @@ def main() -> None:
     results: dict[tuple[int, str], list[float]] = {}
     best: dict[tuple[int, str], float] = {}
     threads: dict[str, int] = {}
-    for load in loads:
-        busy = [subprocess.Popen([sys.executable, "-c", BUSY.format(seconds=args.busy_seconds)]) for _ in range(load)]
-        try:
-            for round_ in range(args.rounds):
-                order = CONFIGS[round_ % 3 :] + CONFIGS[: round_ % 3]  # each configuration first in turn
-                for config in order:
-                    result = measure(config, args.workload, args.steps, args.priority)
-                    results.setdefault((load, config), []).append(result["ms"])
-                    best[(load, config)] = min(best.get((load, config), float("inf")), result["best_ms"])
-                    threads[config] = result["threads"]
-                    print(
-                        f"  {load} busy, round {round_ + 1}: {config:8s} {result['ms']:8.1f} ms "
-                        f"(fastest step {result['best_ms']:.1f} ms, "
-                        f"{result['threads']} threads, OMP_WAIT_POLICY {result['wait']})",
-                        flush=True,
-                    )
-        finally:
-            for process in busy:
-                process.kill()
-                process.wait()
+    for round_ in range(args.rounds):
+        for load in loads:
+            shift = round_ % len(configs)
+            for config in configs[shift:] + configs[:shift]:  # each configuration first in turn
+                result = measure(config, args.workload, args.steps, load, args.priority)
+                results.setdefault((load, config), []).append(result["ms"])
+                best[(load, config)] = min(best.get((load, config), float("inf")), result["best_ms"])
+                threads[config] = result["threads"]
+                print(
+                    f"  {load} busy, round {round_ + 1}: {config:10s} {result['ms']:8.1f} ms "
+                    f"(fastest step {result['best_ms']:.1f} ms, "
+                    f"{result['threads']} threads, {result['threads_at_end']} at the end after "
+                    f"{result['changes']} changes, OMP_WAIT_POLICY {result['wait']})",
+                    flush=True,
+                )
     print("load average after:  {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
-    label = {c: f"{c} ({threads[c]} thr)" for c in CONFIGS}
+    label = {c: f"{c} ({threads[c]} thr)" for c in configs}
+    ratios = [c for c in ("today", "1 thread") if c in configs and "new" in configs]
     print(f"\nmedian ms per {args.workload} step (median over rounds)\n")
-    print(f"| busy processes | {' | '.join(label[c] for c in CONFIGS)} | new / today | new / 1 thread |")
-    print("|---|" + "---|" * (len(CONFIGS) + 2))
+    print(f"| busy processes | {' | '.join(label[c] for c in configs)} |" + "".join(f" new / {c} |" for c in ratios))
+    print("|---|" + "---|" * (len(configs) + len(ratios)))
     for load in loads:
-        ms = {c: statistics.median(results[(load, c)]) for c in CONFIGS}
-        cells = " | ".join(f"{ms[c]:.1f}" for c in CONFIGS)
-        print(f"| {load} | {cells} | {ms['new'] / ms['today']:.2f}x | {ms['new'] / ms['1 thread']:.2f}x |")
+        ms = {c: statistics.median(results[(load, c)]) for c in configs}
+        cells = " | ".join(f"{ms[c]:.1f}" for c in configs)
+        print(f"| {load} | {cells} |" + "".join(f" {ms['new'] / ms[c]:.2f}x |" for c in ratios))
     if 0 in loads:
         # On a shared machine "alone" is never idle: the fastest step is the nearest thing to an idle figure.
-        fast = {c: best[(0, c)] for c in CONFIGS}
-        cells = " | ".join(f"{fast[c]:.1f}" for c in CONFIGS)
-        ratios = f"{fast['new'] / fast['today']:.2f}x | {fast['new'] / fast['1 thread']:.2f}x"
-        print(f"| 0, fastest step | {cells} | {ratios} |")
+        fast = {c: best[(0, c)] for c in configs}
+        cells = " | ".join(f"{fast[c]:.1f}" for c in configs)
+        print(f"| 0, fastest step | {cells} |" + "".join(f" {fast['new'] / fast[c]:.2f}x |" for c in ratios))
 
 
 if __name__ == "__main__":

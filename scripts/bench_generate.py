@@ -17,10 +17,6 @@ import argparse
 import time
 from pathlib import Path
 
-from coconut.core.threads import apply_cpu_threads, prefer_passive_wait
-
-prefer_passive_wait()  # before torch loads: OpenMP reads OMP_WAIT_POLICY once (coconut/core/threads.py)
-
 import torch
 from omegaconf import OmegaConf
 
@@ -97,10 +93,10 @@ def main() -> None:
     parser.add_argument(
         "--uncached-questions", type=int, default=16, help="the slow baseline answers only the first N (rates compare)"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: coconut's choice)")
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ckpt", default=None, help="a coconut-train checkpoint instead of the random tiny model")
     args = parser.parse_args()
-    apply_cpu_threads(args.threads, device="cpu")
+    torch.set_num_threads(args.threads)
     if args.ckpt:
         model, prompts, eos = checkpoint_model_and_prompts(args.ckpt, args.questions)
     else:

@@ -18,10 +18,6 @@ import random
 import statistics
 import time
 
-from coconut.core.threads import apply_cpu_threads, prefer_passive_wait
-
-prefer_passive_wait()  # before torch loads: OpenMP reads OMP_WAIT_POLICY once (coconut/core/threads.py)
-
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -124,11 +120,12 @@ def bench(name: str, layers: int, width: int, heads: int, batch_size: int, vocab
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: coconut's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--only", default=None, help="run only models whose name contains this")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    apply_cpu_threads(args.threads, device=device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {THOUGHTS} thoughts/sample")
     for name, spec in MODELS.items():
         if args.only is None or args.only in name:

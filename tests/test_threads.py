@@ -1,20 +1,26 @@
-"""The CPU thread policy (coconut/core/threads.py): the thread count as a pure function of the allowed
-cores and the config, OMP_WAIT_POLICY=PASSIVE set before any entry point loads torch and inherited by
-the processes it starts, and the choice recorded in run.json. (Speed under load: scripts/bench_cpu_load.py.)"""
+"""The CPU thread policy (coconut/core/threads.py): the most threads as a pure function of the allowed
+cores and the config, the count following the cores other processes leave free, and the choice logged
+and recorded in run.json. (Speed alone and under load: scripts/bench_cpu_load.py.)"""
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, tiny_cfg
+from conftest import tiny_cfg
 
 from coconut.cli.train import train
 from coconut.core.errors import ConfigError
-from coconut.core.threads import apply_cpu_threads, choose_cpu_threads, cpu_quota, physical_cores
+from coconut.core.threads import (
+    ThreadGovernor,
+    apply_cpu_threads,
+    choose_cpu_threads,
+    cpu_quota,
+    cpu_seconds,
+    physical_cores,
+    threads_for_load,
+    usable_cores,
+)
 from coconut.training.runs import run_config
 
 
@@ -65,91 +71,92 @@ def test_a_cgroup_quota_bounds_the_cores(tmp_path):
     assert cpu_quota(tmp_path / "absent") is None
 
 
-def test_threads_are_set_on_cpu_runs_only():
+def test_threads_are_set_on_cpu_runs_only_and_follow_the_load_only_when_automatic(monkeypatch):
     before = torch.get_num_threads()
     try:
-        record = apply_cpu_threads(None, device="cuda")
-        assert torch.get_num_threads() == before and "GPU run" in record["source"]
-        record = apply_cpu_threads(1, device="cpu")
-        assert torch.get_num_threads() == 1 and record["threads"] == 1 and record["source"] == "set by hand"
-        assert "OMP_WAIT_POLICY" in record
+        threads = apply_cpu_threads(None, device="cuda")
+        assert torch.get_num_threads() == before and "GPU run" in threads.record["source"]
+        assert threads.governor is None
+        threads = apply_cpu_threads(1, device="cpu")
+        assert torch.get_num_threads() == 1 and threads.record["source"] == "set by hand"
+        assert threads.governor is None and "OMP_WAIT_POLICY" in threads.record
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        threads = apply_cpu_threads(None, device="cpu")
+        assert threads.record["source"].endswith("fewer while other processes use them")
+        assert threads.governor is not None and threads.governor.most == threads.record["threads"]
+        assert list(threads.governed([1, 2])) == [1, 2] and len(threads.governed([1, 2])) == 2
     finally:
         torch.set_num_threads(before)
 
 
-# -- the environment ---------------------------------------------------------------------------------
-# Runs an entry point's import (or a script) in a fresh interpreter, recording OMP_WAIT_POLICY at the
-# moment torch is first imported (and stopping there: the rest is not needed, and torch is slow to
-# load), then what a process the entry point starts afterwards sees.
-SPY = """
-import importlib.abc, os, runpy, subprocess, sys
-seen = {}
-class Spy(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "torch":
-            seen.setdefault("torch", os.environ.get("OMP_WAIT_POLICY"))
-            raise ImportError("torch is not loaded in this test")
-sys.meta_path.insert(0, Spy())
-kind, target = sys.argv[1], sys.argv[2]
-try:
-    if kind == "module":
-        __import__(target)  # what the console script does first: from <module> import main
-    elif kind == "call":
-        module, _, name = target.partition(":")
-        getattr(__import__(module, fromlist=[name]), name)(["--help"])
-    else:
-        sys.argv = [target, "--help"]
-        runpy.run_path(target, run_name="__main__")
-except (SystemExit, ImportError):
-    pass
-child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('OMP_WAIT_POLICY'))"],
-                       capture_output=True, text=True).stdout.strip()
-print("RESULT", seen.get("torch", "not-loaded"), child)
-"""
-ENTRY_POINTS = [
-    ("module", "coconut.cli.train"),  # coconut-train
-    ("module", "coconut.cli.evaluate"),  # coconut-eval
-    ("call", "coconut.data.prepare:main"),  # coconut-data
-    ("script", str(ROOT / "scripts" / "bench_train_step.py")),
-    ("script", str(ROOT / "scripts" / "bench_generate.py")),
-]
+# -- following the load ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "most, cores, others, threads",
+    [
+        (2, 2, 0.0, 2),
+        (2, 2, 0.2, 2),  # background noise
+        (2, 2, 0.3, 1),
+        (2, 2, 1.0, 1),  # one busy process
+        (2, 2, 2.0, 1),  # two: one thread still
+        (4, 8, 3.0, 4),
+        (4, 8, 5.5, 2),
+    ],
+)
+def test_threads_follow_the_cores_other_processes_leave_free(most, cores, others, threads):
+    assert threads_for_load(most, cores, others) == threads
 
 
-def spy(kind: str, target: str, **env: str) -> list[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env
-    done = subprocess.run(
-        [sys.executable, "-c", SPY, kind, target], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=300
+def test_the_governor_samples_every_interval_and_sets_the_threads_it_decides():
+    clock, samples, set_to = [0.0], [], []
+    # Cumulative (busy seconds of the 2 CPUs, this process's CPU seconds).
+    readings = iter([(0.0, 0.0), (2.0, 0.5), (3.0, 1.5), (4.9, 3.4)])
+    governor = ThreadGovernor(
+        2, {0, 1}, clock=lambda: clock[0], sample=lambda: samples.append(1) or next(readings), set_threads=set_to.append
     )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
-    assert lines, done.stderr[-2000:]
-    return lines[-1].split()[1:]
+    assert governor.update() == 2 and len(samples) == 1  # the first sample: nothing to compare yet
+    clock[0] = 0.5
+    assert governor.update() == 2 and len(samples) == 1  # within the interval: not sampled
+    clock[0] = 1.0  # others used (2.0 - 0.5) / 1 s = 1.5 cores
+    assert governor.update() == 1 and set_to == [1]
+    clock[0] = 2.0  # others used (1.0 - 1.0) = 0 cores
+    assert governor.update() == 2 and set_to == [1, 2]
+    clock[0] = 3.0  # others 1.9 - 1.9 = 0: unchanged, not set again
+    assert governor.update() == 2 and set_to == [1, 2] and governor.changes == 2
 
 
-@pytest.mark.parametrize("kind, target", ENTRY_POINTS, ids=[Path(t).name for _, t in ENTRY_POINTS])
-def test_every_entry_point_sets_passive_wait_before_torch_loads_and_its_children_inherit_it(kind, target):
-    at_torch, child = spy(kind, target)
-    assert at_torch in ("PASSIVE", "not-loaded"), f"torch loaded with OMP_WAIT_POLICY={at_torch}"
-    assert child == "PASSIVE"
-
-
-def test_a_wait_policy_the_user_set_is_kept():
-    assert spy("module", "coconut.cli.train", OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "ACTIVE"]
+def test_cpu_seconds_reads_the_allowed_cpus_busy_time(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text(
+        "cpu  300 0 30 900 10 0 0 0 0 0\n"
+        "cpu0 100 0 10 300 5 0 0 0 0 0\n"
+        "cpu1 200 0 20 600 5 0 0 0 0 0\n"
+        "cpu10 50 0 0 0 0 0 0 5 0 0\n"
+        "intr 12345\n"
+    )
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert cpu_seconds({1}, stat)[0] == pytest.approx(220 / ticks)  # user + system; idle, iowait left out
+    assert cpu_seconds({0, 10}, stat)[0] == pytest.approx((110 + 55) / ticks)  # steal counts as busy
+    assert cpu_seconds({0}, tmp_path / "absent") is None
 
 
 # -- the run record ----------------------------------------------------------------------------------
-def test_the_choice_is_logged_and_recorded_in_run_json_and_not_part_of_the_run_config(tmp_path, caplog):
+def test_the_choice_is_logged_and_recorded_in_run_json_and_not_part_of_the_run_config(tmp_path, caplog, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the automatic choice, following the load
     before = torch.get_num_threads()
     try:
         with caplog.at_level("INFO", logger="coconut.core.threads"):
-            train(tiny_cfg(tmp_path, "trainer.cpu_threads=1", "trainer.max_epochs=1", "test=false"))
-        assert torch.get_num_threads() == 1
+            train(tiny_cfg(tmp_path, "trainer.max_epochs=1", "test=false"))
     finally:
         torch.set_num_threads(before)
-    record = json.loads((tmp_path / "run.json").read_text())
-    assert record["cpu_threads"]["threads"] == 1 and record["cpu_threads"]["source"] == "set by hand"
-    assert record["cpu_threads"]["OMP_WAIT_POLICY"] == os.environ["OMP_WAIT_POLICY"]
-    lines = [r.getMessage() for r in caplog.records if r.name == "coconut.core.threads"]
-    assert lines == [f"CPU threads: 1 (set by hand) | OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"]
+    record = json.loads((tmp_path / "run.json").read_text())["cpu_threads"]
+    wait = os.environ.get("OMP_WAIT_POLICY", "unset")
+    assert record == {
+        "threads": usable_cores(),
+        "source": f"automatic: {usable_cores()} cores this process may use, fewer while other processes use them",
+        "OMP_WAIT_POLICY": wait,
+    }
+    lines = [r.getMessage() for r in caplog.records if r.name == "coconut.core.threads" and r.levelname == "INFO"]
+    assert lines == [f"CPU threads: {record['threads']} ({record['source']}) | OMP_WAIT_POLICY={wait}"]
     # Another thread count resumes the same run: the count is not what the run trains.
     assert run_config(tiny_cfg(tmp_path, "trainer.cpu_threads=3")) == run_config(tiny_cfg(tmp_path))
-    assert "cpu_threads" not in record["config"]["trainer"]
+    assert "cpu_threads" not in json.loads((tmp_path / "run.json").read_text())["config"]["trainer"]

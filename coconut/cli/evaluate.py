@@ -72,7 +72,7 @@ def reference_legibility(folder: str) -> dict[str, float]:
 def run_evaluation(cfg: DictConfig) -> dict:
     """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    apply_cpu_threads(cfg.get("cpu_threads"), device=device)
+    cpu_threads = apply_cpu_threads(cfg.get("cpu_threads"), device=device)  # fewer while other processes use them
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(ckpt_path)
     trained = OmegaConf.create(upgraded(checkpoint["hyper_parameters"]["config"]))
@@ -127,7 +127,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
     evaluation = evaluate(
         model,
         tokenizer,
-        loader,
+        cpu_threads.governed(loader),
         records,
         method=method,
         curriculum=curriculum,

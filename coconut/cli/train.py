@@ -32,6 +32,7 @@ from coconut.data.checks import keep_within_context
 from coconut.data.splits import DataConfigError, load_splits, split_source
 from coconut.training.callbacks import CurriculumCallback, StageBestCheckpoint
 from coconut.training.checkpoints import load_checkpoint, require_complete
+from coconut.training.cpu_load import FollowCpuLoad
 from coconut.training.datamodule import CoconutDataModule
 from coconut.training.health import StopOnNonFiniteLoss
 from coconut.training.lit_module import CoconutLitModule, rebuild_from_checkpoint
@@ -102,7 +103,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Trains (and optionally tests) one configuration; returns the final logged metrics."""
     validate_config(cfg)
     devices = cfg.trainer.get("devices")
-    cpu_threads = apply_cpu_threads(
+    cpu_threads = apply_cpu_threads(  # CPU runs: threads from the allowed cores, fewer while others use them
         cfg.trainer.get("cpu_threads"),
         device=cfg.trainer.accelerator,
         processes=devices if isinstance(devices, int) else 1,
@@ -182,6 +183,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [
         CurriculumCallback(curriculum, method, cfg.curriculum.reset_optimizer),
         StopOnNonFiniteLoss(),
+        FollowCpuLoad(cpu_threads),
         stage_best,
         *(instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None),
     ]
@@ -193,7 +195,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(
         trainer_cfg, callbacks=callbacks, logger=logger or False, **({"strategy": strategy} if strategy else {})
     )
-    with recorded(output_dir, run_cfg, ckpt_path, enabled=trainer.is_global_zero, cpu_threads=cpu_threads):
+    with recorded(output_dir, run_cfg, ckpt_path, enabled=trainer.is_global_zero, cpu_threads=cpu_threads.record):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test"):

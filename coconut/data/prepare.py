@@ -30,7 +30,6 @@ from pathlib import Path
 from urllib.request import urlopen
 
 from coconut.core.errors import UserInputError
-from coconut.core.threads import prefer_passive_wait
 from coconut.data.records import DataError, Record, parse_record
 from coconut.data.sources import load_records, write_records
 
@@ -400,7 +399,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    prefer_passive_wait()  # before anything loads torch (coconut/core/threads.py); its children inherit it
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sizes = dict(zip(SPLITS, args.sizes)) if args.sizes else None
