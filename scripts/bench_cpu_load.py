@@ -2,22 +2,25 @@
 under torch's old default and coconut's thread policy (coconut/core/threads.py), interleaved in one run.
 
     python scripts/bench_cpu_load.py [--steps 20] [--rounds 2] [--loads 0,1,2] [--workload train|generate]
-    python scripts/bench_cpu_load.py --loads 0 --rounds 5 --priority   # the idle comparison on a shared machine
+    python scripts/bench_cpu_load.py --priority ...   # on a shared machine: as if it ran only this benchmark
 
-Three configurations, each in a fresh process (OpenMP reads its environment once, when torch loads),
-started with OMP_WAIT_POLICY, OMP_NUM_THREADS and MKL_NUM_THREADS removed from the environment:
-  today    torch's default: as many threads as physical cores, OMP_WAIT_POLICY unset (threads spin)
-  new      what every coconut entry point does: OMP_WAIT_POLICY=PASSIVE, threads from the allowed cores
-  1 thread torch.set_num_threads(1), the reference a loaded machine is compared against
-A busy process is a Python loop spinning on one core, bounded in time and killed when its load level
-is done. The step is the quickstart's (conf/model/gpt2_tiny.yaml: 2 layers, 128 wide, 4 heads; batch
-16 of ~60 tokens with 3 thoughts, stage 3; forward + backward + clipping + AdamW), `--workload generate`
-the evaluation's batched generation of the same model (batch 32, 16 new tokens, KV cache).
-Prints the median ms per step of each, the ratios, and the load average before and after
-(the machine may be shared: a busy neighbour shows up there). Targets: alone, `new` within 5% of
-`today`; beside two busy processes, `new` within 1.5x of `1 thread`. On a machine that others use,
-"alone" is not idle; `--priority` times each configuration's steps with its session's autogroup at
-nice -20 (Linux, as root), so that the other users' processes barely run during those few seconds.
+Each configuration runs in a fresh process (OpenMP reads its environment once, when torch loads),
+started with OMP_WAIT_POLICY, OMP_NUM_THREADS, MKL_NUM_THREADS, GOMP_SPINCOUNT and KMP_BLOCKTIME removed:
+  today     torch's default: as many threads as physical cores; idle threads spin a while (libgomp)
+  new       coconut's: threads from the allowed cores, fewer while other processes use them
+            (apply_cpu_threads, its governor updated after every step, as between batches in a run)
+  1 thread  torch.set_num_threads(1), the reference a loaded machine is compared against
+  passive   today's with OMP_WAIT_POLICY=PASSIVE (idle threads sleep at once); spin=N: GOMP_SPINCOUNT=N
+A busy process is a Python loop spinning on one core in a session of its own (another user's job),
+started after the model is built and killed when the timing ends. Warm-up: 3 steps and 3 seconds.
+The step is the quickstart's (conf/model/gpt2_tiny.yaml: 2 layers, 128 wide, 4 heads; batch 16 of
+~60 tokens with 3 thoughts, stage 3; forward + backward + clipping + AdamW); `--workload generate`, the
+evaluation's batched generation with the same model (batch 32, 16 new tokens, KV cache).
+Prints the median ms per step of each (median over rounds), the ratios, and the load average before
+and after. Targets: alone, `new` within 5% of `today`; beside two busy processes, `new` within 1.5x of
+`1 thread`. On a machine that others use, "alone" is not idle: `--priority` (Linux, as root) runs each
+configuration's session and its busy processes at autogroup nice -20 while they time, so that the
+other users' processes barely run during those seconds.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def is_cpu_run(device: str) -> bool:
     `cpu`, or `auto` on a machine without CUDA or MPS."""
     if device != "auto":
         return device == "cpu"
-    import torch  # noqa: PLC0415 (only when asked: the module is imported before torch loads)
+    import torch  # noqa: PLC0415
 
     mps = getattr(torch.backends, "mps", None)
     return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
