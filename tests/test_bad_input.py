@@ -323,9 +323,10 @@ def test_eval_and_train_name_the_incomplete_checkpoint_and_the_complete_one_besi
 def test_resume_auto_names_the_unfinished_runs_incomplete_checkpoint_and_an_earlier_one(checkpoints, tmp_path):
     earlier = checkpoints["truncated"].parent.parent  # tmp_path/run: killed while its last.ckpt was copied
     record = {"status": "interrupted", "started": 1.0, "host": "", "pid": -1, "resumed_from": None}
-    (earlier / "run.json").write_text(json.dumps(record | {"config": run_config(tiny_cfg(earlier))}))
+    # A seed of its own: other tests' runs (whose search reaches this folder) must not take it for theirs.
+    (earlier / "run.json").write_text(json.dumps(record | {"config": run_config(tiny_cfg(earlier, "seed=4242"))}))
     with pytest.raises(CheckpointError) as error:
-        train(tiny_cfg(tmp_path / "new"))
+        train(tiny_cfg(tmp_path / "new", "seed=4242"))
     message = str(error.value)
     assert message.startswith(
         f"resume=auto: {checkpoints['truncated']}, the last checkpoint of the unfinished run with this config, "
