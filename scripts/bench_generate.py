@@ -54,9 +54,10 @@ def tiny_model_and_prompts(n: int) -> tuple[ContinuousThoughtLM, list[list[int]]
 def checkpoint_model_and_prompts(path: str, n: int) -> tuple[ContinuousThoughtLM, list[list[int]], int]:
     from coconut.cli.train import build_curriculum, build_method  # noqa: PLC0415
     from coconut.data.splits import load_splits  # noqa: PLC0415
+    from coconut.training.checkpoints import load_checkpoint  # noqa: PLC0415
     from coconut.training.lit_module import rebuild_from_checkpoint  # noqa: PLC0415
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path, "--ckpt")
     config = OmegaConf.create(checkpoint["hyper_parameters"]["config"])
     model, tokenizer = rebuild_from_checkpoint(checkpoint)
     ids = special_ids(tokenizer)

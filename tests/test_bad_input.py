@@ -4,24 +4,30 @@ warning, and `data.strict=true` makes them errors. (Malformed files and records:
 
 import json
 import logging
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import tiny_cfg
 from hydra import compose, initialize_config_dir
 
 from coconut.cli.checks import check_group_choices, check_thoughts_fit, validate_config
+from coconut.cli.evaluate import run_evaluation
 from coconut.cli.train import CONFIG_DIR, train
 from coconut.core.curriculum import Curriculum
-from coconut.core.errors import ConfigError
+from coconut.core.errors import CheckpointError, ConfigError
 from coconut.core.methods import Method
 from coconut.core.tokens import SpecialIds
 from coconut.data.checks import answer_parses, keep_within_context
 from coconut.data.records import DataError, Record
 from coconut.data.sequences import TokenizedSample
 from coconut.data.splits import load_splits
+from coconut.training.checkpoints import incomplete_reason, load_checkpoint
+from coconut.training.runs import run_config
 
 IDS = SpecialIds(start_latent=90, end_latent=91, latent=92, pause=93, eos=0, pad=0)
 COCONUT = Method("coconut")
@@ -218,3 +224,159 @@ def test_cli_unknown_method_is_one_line_with_choices_and_exit_2():
     assert len(done.stderr.strip().splitlines()) == 1  # no traceback, no config search path
     choices = ", ".join(sorted(p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml")))
     assert f"method=xyz: no such method (no conf/method/xyz.yaml). Valid choices: {choices}" in done.stderr
+
+
+# -- impossible architecture numbers ------------------------------------------------------------------
+BAD_ARCHITECTURES = [
+    ("model.architecture.n_layer=-1", "model.architecture.n_layer must be an integer >= 1, got -1"),
+    ("model.architecture.n_head=0", "model.architecture.n_head must be an integer >= 1, got 0"),
+    ("model.architecture.n_positions=0", "model.architecture.n_positions must be an integer >= 1, got 0"),
+    ("model.architecture.n_embd=130", "model.architecture.n_embd=130 does not split into model.architecture.n_head=4"),
+    ("model.architecture.attn_pdrop=1.5", "model.architecture.attn_pdrop must be a probability in [0, 1], got 1.5"),
+    ("+model.architecture.n_inner=0", "model.architecture.n_inner must be an integer >= 1, got 0"),
+    ("trainer.cpu_threads=0", "trainer.cpu_threads must be an integer >= 1, got 0 (or null"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_ARCHITECTURES, ids=[b[0] for b in BAD_ARCHITECTURES])
+def test_impossible_architecture_numbers_are_named_with_their_key(override, message, tmp_path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[override, f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="invalid configuration: .*" + re.escape(message)):
+        validate_config(cfg)
+
+
+def test_llama_heads_must_split_the_width_and_share_key_value_heads(tmp_path):
+    overrides = ["model=llama_tiny", "model.architecture.hidden_size=130", "model.architecture.num_key_value_heads=3"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError) as error:
+        validate_config(cfg)
+    assert "model.architecture.hidden_size=130 does not split into model.architecture.num_attention_heads=4" in str(
+        error.value
+    )
+    assert "num_attention_heads=4 is not a multiple of model.architecture.num_key_value_heads=3" in str(error.value)
+    for model in ("llama_tiny", "gpt2_tiny", "gpt2"):  # the shipped models pass
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            validate_config(compose("train", overrides=[f"model={model}", f"paths.output_dir={tmp_path}"]))
+
+
+def test_a_negative_layer_count_stops_train_before_it_builds_or_writes_anything(tmp_path):
+    with pytest.raises(ConfigError, match="model.architecture.n_layer must be an integer >= 1, got -1"):
+        train(tiny_cfg(tmp_path, "model.architecture.n_layer=-1"))
+    assert not any(tmp_path.iterdir())
+
+
+# -- truncated or damaged checkpoints -------------------------------------------------------------------
+@pytest.fixture
+def checkpoints(tmp_path) -> dict[str, Path]:
+    """A run's checkpoints folder: a complete stage0-best.ckpt, then last.ckpt cut off mid-copy; beside
+    it (elsewhere) random bytes and a copy with one damaged byte in its tensor data."""
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save({"coconut": {}, "weights": torch.zeros(4096)}, folder / "stage0-best.ckpt")
+    whole = (folder / "stage0-best.ckpt").read_bytes()
+    (folder / "last.ckpt").write_bytes(whole[: len(whole) // 2])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "random.ckpt").write_bytes(random.Random(0).randbytes(20_000))
+    at = whole.index(bytes(4096 * 4)) + 1000  # inside the zeros of the tensor
+    (elsewhere / "damaged.ckpt").write_bytes(whole[:at] + b"\x01" + whole[at + 1 :])
+    return {
+        "good": folder / "stage0-best.ckpt",
+        "truncated": folder / "last.ckpt",
+        "random": elsewhere / "random.ckpt",
+        "damaged": elsewhere / "damaged.ckpt",
+    }
+
+
+def test_incomplete_checkpoints_are_told_apart_from_complete_ones(checkpoints):
+    assert incomplete_reason(checkpoints["good"]) is None
+    assert "cut off" in incomplete_reason(checkpoints["truncated"])
+    assert "cut off or is not a checkpoint" in incomplete_reason(checkpoints["random"])
+    assert "damaged" in incomplete_reason(checkpoints["damaged"])
+    for name in ("truncated", "random", "damaged"):
+        with pytest.raises(CheckpointError, match=f"init_from={re.escape(str(checkpoints[name]))} is not a complete"):
+            load_checkpoint(checkpoints[name], "init_from")
+
+
+def test_eval_and_train_name_the_incomplete_checkpoint_and_the_complete_one_beside_it(checkpoints, tmp_path):
+    truncated, good = checkpoints["truncated"], checkpoints["good"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        eval_cfg = compose("eval", overrides=[f"ckpt_path={truncated}", f"paths.output_dir={tmp_path / 'eval'}"])
+    runs = [
+        (run_evaluation, eval_cfg, f"ckpt_path={truncated}"),
+        (train, tiny_cfg(tmp_path / "resumed", f"ckpt_path={truncated}"), f"ckpt_path={truncated}"),
+        (train, tiny_cfg(tmp_path / "initialised", f"init_from={truncated}"), f"init_from={truncated}"),
+    ]
+    for run, cfg, named in runs:
+        with pytest.raises(CheckpointError) as error:
+            run(cfg)
+        message = str(error.value)
+        assert message.startswith(f"{named} is not a complete checkpoint: it is cut off"), message
+        assert f"Complete checkpoints beside it: {good} (saved " in message and "\n" not in message
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "resumed").exists()
+    with pytest.raises(CheckpointError, match="No complete checkpoint lies beside it. Fix: copy or download it again"):
+        train(tiny_cfg(tmp_path / "other", f"ckpt_path={checkpoints['random']}"))
+
+
+def test_resume_auto_names_the_unfinished_runs_incomplete_checkpoint_and_an_earlier_one(checkpoints, tmp_path):
+    earlier = checkpoints["truncated"].parent.parent  # tmp_path/run: killed while its last.ckpt was copied
+    record = {"status": "interrupted", "started": 1.0, "host": "", "pid": -1, "resumed_from": None}
+    # A seed of its own: other tests' runs (whose search reaches this folder) must not take it for theirs.
+    (earlier / "run.json").write_text(json.dumps(record | {"config": run_config(tiny_cfg(earlier, "seed=4242"))}))
+    with pytest.raises(CheckpointError) as error:
+        train(tiny_cfg(tmp_path / "new", "seed=4242"))
+    message = str(error.value)
+    assert message.startswith(
+        f"resume=auto: {checkpoints['truncated']}, the last checkpoint of the unfinished run with this config, "
+        "is not a complete checkpoint"
+    )
+    assert f"Complete checkpoints beside it: {checkpoints['good']}" in message
+    assert message.endswith("Fix: resume from an earlier one with ckpt_path=<file>, or start afresh with resume=false")
+    assert not (tmp_path / "new").exists()
+
+
+def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300)
+
+
+# The train cases are covered in-process above; their command-line runs (exit 2, one line) are slow.
+@pytest.mark.parametrize(
+    "module, arg, problem",
+    [
+        ("coconut.cli.evaluate", "ckpt_path={truncated}", "ckpt_path={truncated} is not a complete checkpoint"),
+        pytest.param(
+            "coconut.cli.train",
+            "ckpt_path={truncated}",
+            "ckpt_path={truncated} is not a complete checkpoint",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            "coconut.cli.train",
+            "model.architecture.n_layer=-1",
+            "model.architecture.n_layer must be an integer >= 1, got -1",
+            marks=pytest.mark.slow,
+        ),
+    ],
+    ids=["eval-truncated", "train-truncated", "train-n_layer"],
+)
+def test_cli_incomplete_checkpoint_and_impossible_architecture_are_one_line_and_exit_2(
+    module, arg, problem, checkpoints, tmp_path
+):
+    truncated = checkpoints["truncated"]
+    done = run_cli(module, arg.format(truncated=truncated), f"hydra.run.dir={tmp_path / 'out'}")
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-2000:]
+    assert "Traceback" not in output
+    assert len([line for line in output.splitlines() if problem.format(truncated=truncated) in line]) == 1, output
+
+
+def test_cli_eval_unknown_group_choice_is_coconut_trains_one_line():
+    done = run_cli("coconut.cli.evaluate", "method=nonexistent", "ckpt_path=x.ckpt")
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1  # no traceback, no config search path
+    choices = ", ".join(sorted(p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml")))
+    assert done.stderr.strip() == (
+        f"coconut-eval: method=nonexistent: no such method (no conf/method/nonexistent.yaml). Valid choices: {choices}"
+    )

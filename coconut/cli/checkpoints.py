@@ -42,6 +42,8 @@ from coconut.core.thought_projection import build_thought_projection
 from coconut.core.tokens import END_LATENT, LATENT, START_LATENT, add_special_tokens
 from coconut.core.tokens import resize_and_init_embeddings as resize_embeddings
 from coconut.data.sequences import stage_plan
+from coconut.training.checkpoints import load_checkpoint as read_checkpoint
+from coconut.training.checkpoints import require_complete
 from coconut.training.lit_module import rebuild_from_checkpoint
 from coconut.training.runs import upgraded
 
@@ -75,9 +77,7 @@ class LoadedCheckpoint:
 # -- coconut-train ------------------------------------------------------------------------------
 def load_checkpoint(path: str) -> dict:
     """A coconut-train checkpoint, `torch.load`-ed and checked to be one."""
-    if not Path(path).is_file():
-        raise ConfigError(f"ckpt_path={path}: no such file; give a .ckpt written by coconut-train")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path, "ckpt_path")  # a missing or incomplete file: one message
     try:
         check_checkpoint_compatible(checkpoint)
     except CheckpointError as error:
@@ -315,6 +315,7 @@ def load_any(path: str, cfg: DictConfig) -> LoadedCheckpoint:
         )
     if not file.is_file():
         raise ConfigError(f"ckpt_path={path}: no such file; {EXPECTED}")
+    require_complete(path, "ckpt_path")  # cut off or damaged: names the complete checkpoints beside it
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 (any unreadable file gets the same message)

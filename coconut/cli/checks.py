@@ -16,14 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from coconut.core.curriculum import Curriculum
-from coconut.core.errors import ConfigError, UserInputError
+from coconut.core.errors import CheckpointError, ConfigError
 from coconut.core.methods import Method
 from coconut.core.tokens import SPECIAL_TOKENS
 from coconut.data.checks import ANSWER_KINDS
-
-
-class CheckpointError(UserInputError, ValueError):
-    """A checkpoint that cannot be used as asked (not from coconut-train, or trained differently)."""
 
 
 # -- configuration ----------------------------------------------------------------------------------
@@ -78,8 +74,52 @@ def validate_config(cfg) -> None:
     resume = _get(cfg, "resume")
     if resume is not None and resume not in ("auto", False, "never"):
         problems.append(f"resume must be auto or false, got {resume!r}")
+    if _get(cfg, "trainer.cpu_threads") is not None:
+        _require_int(cfg, "trainer.cpu_threads", 1, problems, " (or null for the automatic choice)")
+    architecture = _get(cfg, "model.architecture")
+    if isinstance(architecture, Mapping) and not _get(cfg, "model.pretrained"):
+        _check_architecture(architecture, problems)
     if problems:
         raise ConfigError(f"invalid configuration: {'; '.join(problems)}. Fix: give these keys valid values")
+
+
+# Counts that every architecture needs at least one of, under the names Hugging Face configs use
+# (GPT-2's, Llama's and most others'); None means the model's default (GPT-2's n_inner, head_dim).
+ARCHITECTURE_COUNTS = (
+    "n_layer", "num_hidden_layers", "num_layers",
+    "n_embd", "hidden_size", "d_model",
+    "n_head", "num_attention_heads", "num_heads", "num_key_value_heads",
+    "n_positions", "max_position_embeddings", "n_ctx",
+    "n_inner", "intermediate_size", "head_dim",
+)  # fmt: skip
+# (width, heads): the width splits evenly into heads unless head_dim sets the head size itself.
+WIDTH_PER_HEAD = (("n_embd", "n_head"), ("hidden_size", "num_attention_heads"), ("d_model", "num_heads"))
+
+
+def _check_architecture(architecture: Mapping, problems: list[str]) -> None:
+    """Impossible numbers in `model.architecture` (a from-scratch Hugging Face config): counts below
+    1, a width that does not split into its heads, query heads not a multiple of key/value heads,
+    dropout outside [0, 1]. Caught here, before a model is built or a batch is cut."""
+    key = "model.architecture"
+    bad = set()
+    for name in ARCHITECTURE_COUNTS:
+        value = architecture.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            problems.append(f"{key}.{name} must be an integer >= 1, got {value!r}")
+            bad.add(name)
+    if architecture.get("head_dim") is None:
+        for width, heads in WIDTH_PER_HEAD:
+            w, h = architecture.get(width), architecture.get(heads)
+            if isinstance(w, int) and isinstance(h, int) and not {width, heads} & bad and w % h:
+                problems.append(f"{key}.{width}={w} does not split into {key}.{heads}={h} heads (not a multiple of it)")
+    q, kv = architecture.get("num_attention_heads"), architecture.get("num_key_value_heads")
+    if isinstance(q, int) and isinstance(kv, int) and not {"num_attention_heads", "num_key_value_heads"} & bad:
+        if q % kv:
+            problems.append(f"{key}.num_attention_heads={q} is not a multiple of {key}.num_key_value_heads={kv}")
+    for name, value in architecture.items():
+        if str(name).endswith(("pdrop", "dropout")) and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                problems.append(f"{key}.{name} must be a probability in [0, 1], got {value!r}")
 
 
 def check_group_choices(overrides: Sequence[str], config_dir: str | Path) -> None:

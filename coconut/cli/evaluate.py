@@ -26,11 +26,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from coconut.cli.checkpoints import is_run_folder, load_any, load_checkpoint  # noqa: F401 (load_checkpoint: its old home)
+from coconut.cli.checks import check_group_choices
 from coconut.cli.run_folders import holds_an_evaluation
 from coconut.cli.stage_curve import run_stage_curve
 from coconut.cli.train import CONFIG_DIR
 from coconut.core.base_model import max_positions
 from coconut.core.errors import ConfigError, UserInputError
+from coconut.core.threads import apply_cpu_threads
 from coconut.core.tokens import special_ids
 from coconut.data.checks import keep_answerable
 from coconut.data.sequences import tokenize_records
@@ -76,6 +78,8 @@ def run_evaluation(cfg: DictConfig) -> dict:
             "an evaluation never writes over them. Fix: leave paths.output_dir to its default (a new folder) "
             "or give a new folder"
         )
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    cpu_threads = apply_cpu_threads(cfg.get("cpu_threads"), device=device)  # fewer while other processes use them
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
     sampling = SamplingConfig(**cfg.get("generation", {}))
     # Any kind of checkpoint (coconut/cli/checkpoints.py): its model, tokenizer and prompt rule.
@@ -106,7 +110,6 @@ def run_evaluation(cfg: DictConfig) -> dict:
         records = records[: cfg.limit]
         skipped.clear()  # the answer check saw the whole file; with limit, only the first N count
 
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     ids = special_ids(tokenizer)
     stage = loaded.stage
@@ -146,7 +149,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
     evaluation = evaluate(
         model,
         tokenizer,
-        loader,
+        cpu_threads.governed(loader),
         records,
         method=method,
         curriculum=curriculum,
@@ -201,7 +204,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> float:
+def run(cfg: DictConfig) -> float:
     try:
         if cfg.get("benchmarks") is not None:  # several benchmarks, one folder and a summary
             from coconut.cli.suite import run_suite  # noqa: PLC0415 (it imports this module)
@@ -214,6 +217,17 @@ def main(cfg: DictConfig) -> float:
     except UserInputError as error:
         log.error("%s", error)
         sys.exit(2)
+
+
+def main() -> float | None:
+    """The `coconut-eval` command: an unknown group choice (`method=xyz`, `data=xyz`) gets coconut-train's
+    one line listing the valid ones, before Hydra composes anything."""
+    try:
+        check_group_choices(sys.argv[1:], CONFIG_DIR)
+    except ConfigError as error:
+        print(f"coconut-eval: {error}", file=sys.stderr)
+        sys.exit(2)
+    return run()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -28,11 +27,14 @@ from coconut.core.errors import ConfigError, UserInputError
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import build_thought_projection
+from coconut.core.threads import apply_cpu_threads
 from coconut.core.tokens import special_ids
 from coconut.data.checks import keep_within_context
 from coconut.data.splits import DataConfigError, load_splits, split_source
 from coconut.eval.report import flat_params, write_hparams
 from coconut.training.callbacks import CurriculumCallback, StageBestCheckpoint
+from coconut.training.checkpoints import load_checkpoint, require_complete
+from coconut.training.cpu_load import FollowCpuLoad
 from coconut.training.datamodule import CoconutDataModule
 from coconut.training.health import StopOnNonFiniteLoss
 from coconut.training.lit_module import CoconutLitModule, rebuild_from_checkpoint
@@ -65,9 +67,7 @@ def init_from_checkpoint(path: str):
     """`init_from=<.ckpt>`: the weights and tokenizer of an earlier coconut-train run (e.g. the
     chain-of-thought run a COCONUT run starts from), with a fresh optimizer and epoch 0; the
     `model` group is not used. Unlike ckpt_path (resume), the new run's config decides the rest."""
-    if not Path(path).is_file():
-        raise ConfigError(f"init_from={path}: no such file; give a .ckpt written by coconut-train")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path, "init_from")
     if "coconut" not in checkpoint:
         raise ConfigError(f"init_from={path}: not a coconut-train checkpoint (it has no 'coconut' entry)")
     model, tokenizer = rebuild_from_checkpoint(checkpoint)
@@ -107,6 +107,12 @@ def describe(cfg: DictConfig, datamodule: CoconutDataModule, curriculum: Curricu
 def train(cfg: DictConfig) -> dict[str, float]:
     """Trains (and optionally tests) one configuration; returns the final logged metrics."""
     validate_config(cfg)
+    devices = cfg.trainer.get("devices")
+    cpu_threads = apply_cpu_threads(  # CPU runs: threads from the allowed cores, fewer while others use them
+        cfg.trainer.get("cpu_threads"),
+        device=cfg.trainer.accelerator,
+        processes=devices if isinstance(devices, int) else 1,
+    )
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     curriculum, method = build_curriculum(cfg), build_method(cfg)
@@ -121,6 +127,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Before anything is written into output_dir (README "Resuming interrupted runs").
     run_cfg = run_config(cfg)
     ckpt_path = resume_point(cfg, output_dir, run_cfg)
+    if ckpt_path is not None and cfg.get("ckpt_path"):  # Lightning loads it: a damaged copy gets one message first
+        require_complete(ckpt_path, "ckpt_path")
+    elif ckpt_path is not None:
+        require_complete(
+            ckpt_path,
+            label=f"resume=auto: {ckpt_path}, the last checkpoint of the unfinished run with this config,",
+            fix="resume from an earlier one with ckpt_path=<file>, or start afresh with resume=false",
+        )
 
     check_prepared(cfg.data)
     splits = load_splits(cfg.data)
@@ -174,6 +188,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [
         CurriculumCallback(curriculum, method, cfg.curriculum.reset_optimizer),
         StopOnNonFiniteLoss(),
+        FollowCpuLoad(cpu_threads),
         stage_best,
         LogMetrics(),  # train/loss, validation and test metrics as log lines (console and train.log)
         *(instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None),
@@ -181,10 +196,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     logger = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     # FSDP wraps the base model's decoder blocks, a class known only now (coconut/training/strategies.py).
     strategy = build_strategy(cfg.trainer, lm)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg.pop("cpu_threads", None)  # applied above, not a Trainer argument
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger or False, **({"strategy": strategy} if strategy else {})
+        trainer_cfg, callbacks=callbacks, logger=logger or False, **({"strategy": strategy} if strategy else {})
     )
-    with recorded(output_dir, run_cfg, ckpt_path, enabled=trainer.is_global_zero):
+    with recorded(output_dir, run_cfg, ckpt_path, enabled=trainer.is_global_zero, cpu_threads=cpu_threads.record):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test"):

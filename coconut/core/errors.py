@@ -11,3 +11,8 @@ class UserInputError(Exception):
 
 class ConfigError(UserInputError, ValueError):
     """A configuration value out of range or an unknown choice; the message names the key."""
+
+
+class CheckpointError(UserInputError, ValueError):
+    """A checkpoint that cannot be used as asked: missing, incomplete, not from coconut-train, or
+    trained differently."""

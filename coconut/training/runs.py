@@ -58,6 +58,9 @@ def run_config(cfg: DictConfig) -> dict:
     with open_dict(cfg):
         cfg.paths.output_dir = "<run folder>"
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    # How many CPU threads ran it is not what it trains: a run resumes under another count, and runs
+    # recorded before the key existed still compare equal. run.json records the count apart.
+    (resolved.get("trainer") or {}).pop("cpu_threads", None)
     return {k: v for k, v in resolved.items() if k not in NOT_PART_OF_THE_RUN}
 
 
@@ -75,13 +78,14 @@ def write_run(folder: Path, record: dict) -> None:
     os.replace(partial, folder / RUN_FILE)
 
 
-def start_run(folder: Path, config: dict, resumed_from: Path | None) -> dict:
+def start_run(folder: Path, config: dict, resumed_from: Path | None, cpu_threads: dict | None = None) -> dict:
     record = {
         "status": "running",
         "started": time.time(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "resumed_from": str(resumed_from) if resumed_from else None,
+        "cpu_threads": cpu_threads,  # coconut.core.threads.apply_cpu_threads: threads, why, OMP_WAIT_POLICY
         "config": config,
     }
     write_run(folder, record)
@@ -221,13 +225,15 @@ def resume_point(cfg: DictConfig, output_dir: Path, config: dict) -> Path | None
 
 
 @contextmanager
-def recorded(folder: Path, config: dict, resumed_from: Path | None, enabled: bool = True):
+def recorded(
+    folder: Path, config: dict, resumed_from: Path | None, enabled: bool = True, cpu_threads: dict | None = None
+):
     """`run.json` says `running` inside the block, then `finished`, `interrupted` (SIGTERM, Ctrl-C:
     Lightning turns both into SystemExit) or `failed`."""
     if not enabled:
         yield
         return
-    record = start_run(folder, config, resumed_from)
+    record = start_run(folder, config, resumed_from, cpu_threads)
     status = "failed"
     try:
         yield

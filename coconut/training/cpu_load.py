@@ -1,0 +1,22 @@
+"""The Lightning side of coconut/core/threads.py: between batches of every loop (training, validation
+with its generation, test), torch's CPU thread count follows the cores other processes leave free."""
+
+from __future__ import annotations
+
+import lightning as L
+
+from coconut.core.threads import CpuThreads
+
+
+class FollowCpuLoad(L.Callback):
+    def __init__(self, threads: CpuThreads):
+        self.threads = threads
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        self.threads.update()
+
+    def on_validation_batch_end(self, *args, **kwargs) -> None:
+        self.threads.update()
+
+    def on_test_batch_end(self, *args, **kwargs) -> None:
+        self.threads.update()
