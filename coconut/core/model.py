@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
+
+from coconut.core.thought_band import buffered_cache, deferred_weight_grads
 
 # (thoughts (B, 1, D), column of the input) -> the thoughts to feed; rows that are not latent at
 # that column ignore the result.
@@ -115,7 +118,9 @@ class ContinuousThoughtLM(nn.Module):
         """
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)[:, -input_ids.shape[1] :]
-        cache = cache if cache is not None else DynamicCache(config=self.lm.config)
+        if cache is None:  # in training, one that the band's columns do not copy (thought_band.py)
+            grad = torch.is_grad_enabled()
+            cache = buffered_cache(self.lm.config, input_ids.shape[1]) if grad else DynamicCache(config=self.lm.config)
         past = cache.get_seq_length()
         embeds = self.embed(input_ids)  # (B, T, D)
         is_latent = input_ids == self.latent_token_id  # (B, T)
@@ -131,6 +136,10 @@ class ContinuousThoughtLM(nn.Module):
             )
         chunks = [self._decode(embeds[:, :lo], attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
         previous = chunks[-1][:, -1:]  # (B, 1, D)
+        # In training, the band's linear layers leave their weight gradients to one product per weight.
+        band_grads = deferred_weight_grads(self.decoder)
+        if band_grads is not None:
+            previous = band_grads.gate(previous)
         norms = []
         for t in range(lo, hi + 1):
             thought = self.thought_projection(previous)  # (B, 1, D)
@@ -138,7 +147,10 @@ class ContinuousThoughtLM(nn.Module):
                 thought = thought_hook(thought, t)
             norms.append(thought.detach().float().norm(dim=-1))  # (B, 1)
             step_input = torch.where(is_latent[:, t, None, None], thought, embeds[:, t : t + 1])
-            previous = self._decode(step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache)
+            with band_grads or nullcontext():
+                previous = self._decode(
+                    step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache
+                )
             chunks.append(previous)
         self.last_thought_norms = torch.cat(norms, 1).masked_fill(~is_latent[:, lo : hi + 1], float("nan"))
         if hi + 1 < input_ids.shape[1]:
