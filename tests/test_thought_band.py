@@ -107,3 +107,15 @@ def test_under_autocast_the_band_keeps_autograd_weight_gradients_logged(caplog):
         out.loss.backward()
     assert "autocast is on: the thought band computes weight gradients per column" in caplog.text
     assert all(p.grad is not None and p.grad.isfinite().all() for p in lm.parameters())
+
+
+def test_a_training_cache_can_be_continued_past_its_length(family):
+    lm = tiny_lm(family).double().eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    ids, mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
+    whole, _ = model.run(ids, mask, pos)
+    split = 11  # after every row's thoughts (columns 7-9)
+    head, cache = model.run(ids[:, :split], mask[:, :split], pos[:, :split])
+    tail, _ = model.run(ids[:, split:], mask, pos[:, split:], cache)  # more than the cache was sized for
+    torch.testing.assert_close(torch.cat([head, tail], 1), whole, atol=1e-12, rtol=1e-12)

@@ -158,15 +158,33 @@ class BufferedLayer(DynamicLayer):
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        start = 0 if self.keys is None else self.keys.shape[-2]
-        end = start + key_states.shape[-2]
-        if self.buffers is None or end > self.capacity or key_states.shape[0] != self.buffers[0].shape[0]:
-            self.buffers = None  # from now on a plain DynamicLayer over what was written
+        if not self._fits(key_states, value_states):  # from now on a plain DynamicLayer over what was written
+            self.buffers = None
             if self.keys is None:
                 self.keys, self.values = key_states[:, :, :0], value_states[:, :, :0]
             return super().update(key_states, value_states, *args, **kwargs)
+        start = 0 if self.keys is None else self.keys.shape[-2]
         self.keys, self.values = _Append.apply(self.buffers, start, self.keys, self.values, key_states, value_states)
+        self.written = self.keys
         return self.keys, self.values
+
+    def _fits(self, key_states, value_states) -> bool:
+        """Whether the new states go into the buffers: there is room, they match them, and the keys are
+        still the last view handed out (not cropped or reordered since, which would make a write land
+        on positions that views kept for the backward hold)."""
+        if self.buffers is None or (self.keys is not None and self.keys is not getattr(self, "written", None)):
+            return False
+        kb, vb = self.buffers[:2]
+        length = 0 if self.keys is None else self.keys.shape[-2]
+        return (
+            length + key_states.shape[-2] <= self.capacity
+            and key_states.shape[:2] == kb.shape[:2]
+            and key_states.shape[-1] == kb.shape[-1]
+            and value_states.shape[:2] == vb.shape[:2]
+            and value_states.shape[-1] == vb.shape[-1]
+            and key_states.dtype == kb.dtype
+            and value_states.dtype == vb.dtype
+        )
 
     def get_seq_length(self) -> int:
         return 0 if self.keys is None else self.keys.shape[-2]
