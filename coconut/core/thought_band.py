@@ -5,10 +5,11 @@ that costs far more than its FLOPs, for two reasons this module removes:
 
 1. Weight gradients. Autograd computes every linear layer's weight gradient once per column, as an
    outer product over only B rows into a fresh weight-sized tensor that is then added up: slow
-   (a (768, 8) @ (8, 3072) product runs at a few GFLOP/s on CPU) and a weight-sized write per column.
+   (a (768, 8) @ (8, 3072) product ran at 1-8 GFLOP/s on a 2-core CPU) and a weight-sized write per
+   column.
    `DeferredWeightGrads` instead records each band linear's input and output gradient during the
    backward and computes each weight's gradient once, over all band columns, in one matmul
-   (`Gate`). The gate is placed on the tensor every band computation descends from, so autograd
+   (`_Gate`). The gate is placed on the tensor every band computation descends from, so autograd
    runs it after all of them; a record that arrives later anyway is computed on the spot, so the
    result never depends on that ordering. Linear layers are found as `F.linear` (nn.Linear) and
    `torch.addmm(bias, x, weight)` (GPT-2's Conv1D) calls whose weight is a parameter of the
@@ -46,8 +47,8 @@ class DeferredWeightGrads(TorchFunctionMode):
     def __init__(self, params: list[torch.nn.Parameter]):
         super().__init__()
         self.params = {id(p): p for p in params if p.requires_grad}
-        self.records: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # weight id -> [(x, grad)]
-        self.kinds: dict[int, tuple[bool, torch.Tensor | None]] = {}  # weight id -> (conv1d, bias)
+        # Per kind of call (weight, bias, conv1d): (weight, bias, conv1d, [(x (N, in), grad (N, out)), ...]).
+        self.records: dict[tuple[int, int, bool], tuple] = {}
         self.open = True  # False once the gate has computed the recorded gradients
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -66,7 +67,6 @@ class DeferredWeightGrads(TorchFunctionMode):
             or not torch.is_grad_enabled()
         ):
             return func(*args, **kwargs)
-        self.kinds[id(weight)] = (conv1d, bias)
         return _DeferredLinear.apply(x, weight, bias, self, conv1d)
 
     def gate(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ class DeferredWeightGrads(TorchFunctionMode):
 class _DeferredLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, band: DeferredWeightGrads, conv1d: bool):
-        ctx.band, ctx.conv1d, ctx.has_bias = band, conv1d, bias is not None
+        ctx.band, ctx.conv1d, ctx.has_bias, ctx.bias = band, conv1d, bias is not None, bias
         ctx.save_for_backward(x, weight)
         if conv1d:
             return torch.addmm(bias, x, weight)  # (N, out), weight (in, out)
@@ -91,7 +91,8 @@ class _DeferredLinear(torch.autograd.Function):
         grad_x = grad @ weight.T if ctx.conv1d else grad @ weight
         x2, g2 = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])  # (N, in), (N, out)
         if ctx.band.open:
-            ctx.band.records.setdefault(id(weight), []).append((x2, g2))
+            key = (id(weight), id(ctx.bias), ctx.conv1d)
+            ctx.band.records.setdefault(key, (weight, ctx.bias, ctx.conv1d, []))[3].append((x2, g2))
             return grad_x, None, None, None, None
         grad_w = x2.T @ g2 if ctx.conv1d else g2.T @ x2
         return grad_x, grad_w, g2.sum(0) if ctx.has_bias else None, None, None
@@ -106,14 +107,17 @@ class _Gate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         band = ctx.band
-        grads = {}
-        for key, records in band.records.items():
+        grads = {}  # parameter id -> gradient
+
+        def add(param, grad):
+            grads[id(param)] = grad if id(param) not in grads else grads[id(param)] + grad
+
+        for weight, bias, conv1d, records in band.records.values():
             x = torch.cat([x for x, _ in records])  # (N_band, in)
             g = torch.cat([g for _, g in records])  # (N_band, out)
-            conv1d, bias = band.kinds[key]
-            grads[key] = x.T @ g if conv1d else g.T @ x
+            add(weight, x.T @ g if conv1d else g.T @ x)
             if bias is not None:
-                grads[id(bias)] = g.sum(0)
+                add(bias, g.sum(0))
         band.records.clear()
         band.open = False
         return None, grad, *(grads.get(id(p)) for p in band.params.values())
