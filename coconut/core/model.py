@@ -13,7 +13,9 @@ the batch's latent positions lie in a band of columns [lo, hi] (the collator ali
      token embedding,
   3. one cached pass over the rest (hi, T).
 So the extra cost over a plain forward is (hi - lo + 1) small calls, not a per-position Python
-loop over the batch. This module has no Lightning or Hydra in it.
+loop over the batch. In training, thought_band.py keeps those calls cheap: a KV cache filled in
+place instead of copied per column, and the band's weight gradients computed once, not per column.
+This module has no Lightning or Hydra in it.
 """
 
 from __future__ import annotations
