@@ -3,10 +3,11 @@ model on the same token sequences (forward + backward + AdamW), measured interle
 
     python scripts/bench_train_step.py [--repeats 10] [--threads 2]
 
-Prints, per model, the median step time of each and their ratio (target <= 1.3x), and the ratio of
-peak memory (target <= 1.2x): on CUDA the allocator's peak; on CPU, where torch keeps no allocator
-statistics, the weights and optimizer state plus the peak of the step's allocations as the profiler
-records them.
+Prints, per model, the median step time of each and their ratio (target <= 1.15x at GPT-2-small
+size), on CPU also the ratio of the median CPU time the process spent (steadier than wall time on a
+machine shared with other work), and the ratio of peak memory (target <= 1.10x): on CUDA the
+allocator's peak; on CPU, where torch keeps no allocator statistics, the weights and optimizer state
+plus the peak of the step's allocations as the profiler records them.
 Sequences look like GSM8K-Aug at stage 3 with c=2: a 40-80 token question, <|start-latent|>,
 6 thoughts, <|end-latent|>, then 10-30 tokens of remaining steps and answer.
 """
@@ -14,13 +15,16 @@ Sequences look like GSM8K-Aug at stage 3 with c=2: a 40-80 token question, <|sta
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+import coconut
 from coconut.core.model import ContinuousThoughtLM
 from coconut.data.collate import collate_training
 
@@ -79,14 +83,14 @@ def bench(name: str, layers: int, width: int, heads: int, batch_size: int, vocab
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def timed(step) -> float:
+    def timed(step) -> tuple[float, float]:  # wall seconds, CPU seconds of this process
         if device == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
         if device == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - start_cpu
 
     for _ in range(3):  # warm-up
         plain_step(), coconut_step()
@@ -94,7 +98,9 @@ def bench(name: str, layers: int, width: int, heads: int, batch_size: int, vocab
     for _ in range(repeats):  # interleaved, so drift hits both alike
         times["plain"].append(timed(plain_step))
         times["coconut"].append(timed(coconut_step))
-    plain, coconut = statistics.median(times["plain"]), statistics.median(times["coconut"])
+    plain, coconut = (statistics.median(t for t, _ in times[k]) for k in ("plain", "coconut"))
+    cpu_plain, cpu_coconut = (statistics.median(c for _, c in times[k]) for k in ("plain", "coconut"))
+    cpu_ratio = f" (cpu time {cpu_coconut / cpu_plain:.2f}x)" if device == "cpu" else ""
 
     if device == "cuda":
         peaks = {}
@@ -112,7 +118,7 @@ def bench(name: str, layers: int, width: int, heads: int, batch_size: int, vocab
     kind, mem_plain, mem_coconut = memory
     print(
         f"{name:45s} batch {batch_size:2d} | step plain {plain * 1e3:7.1f} ms  coconut {coconut * 1e3:7.1f} ms  "
-        f"ratio {coconut / plain:.2f}x | {kind} plain {mem_plain / 2**20:7.1f} MiB  coconut "
+        f"ratio {coconut / plain:.2f}x{cpu_ratio} | {kind} plain {mem_plain / 2**20:7.1f} MiB  coconut "
         f"{mem_coconut / 2**20:7.1f} MiB  ratio {mem_coconut / mem_plain:.2f}x"
     )
 
@@ -126,7 +132,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {THOUGHTS} thoughts/sample")
+    print(
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {THOUGHTS} thoughts/sample, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, coconut from {Path(coconut.__file__).parent}"
+    )
     for name, spec in MODELS.items():
         if args.only is None or args.only in name:
             bench(name, *spec, repeats=args.repeats, device=device)

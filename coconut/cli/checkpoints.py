@@ -315,7 +315,10 @@ def load_any(path: str, cfg: DictConfig) -> LoadedCheckpoint:
         )
     if not file.is_file():
         raise ConfigError(f"ckpt_path={path}: no such file; {EXPECTED}")
-    require_complete(path, "ckpt_path")  # cut off or damaged: names the complete checkpoints beside it
+    with open(file, "rb") as handle:
+        zipped = handle.read(2) == b"PK"  # torch.save writes a zip archive; anything else is another kind
+    if zipped:
+        require_complete(path, "ckpt_path")  # cut off or damaged: names the complete checkpoints beside it
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 (any unreadable file gets the same message)

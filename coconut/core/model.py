@@ -13,12 +13,15 @@ the batch's latent positions lie in a band of columns [lo, hi] (the collator ali
      token embedding,
   3. one cached pass over the rest (hi, T).
 So the extra cost over a plain forward is (hi - lo + 1) small calls, not a per-position Python
-loop over the batch. This module has no Lightning or Hydra in it.
+loop over the batch. In training, thought_band.py keeps those calls cheap: a KV cache filled in
+place instead of copied per column, and the band's weight gradients computed once, not per column.
+This module has no Lightning or Hydra in it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +29,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
 from coconut.core.decoder_probe import probe_decoder
+from coconut.core.thought_band import buffered_cache, deferred_weight_grads
 
 # (thoughts (B, 1, D), column of the input) -> the thoughts to feed; rows that are not latent at
 # that column ignore the result.
@@ -160,7 +164,9 @@ class ContinuousThoughtLM(nn.Module):
         """
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)[:, -input_ids.shape[1] :]
-        cache = cache if cache is not None else DynamicCache(config=self.lm.config)
+        if cache is None:  # in training, one that the band's columns do not copy (thought_band.py)
+            grad = torch.is_grad_enabled()
+            cache = buffered_cache(self.lm.config, input_ids.shape[1]) if grad else DynamicCache(config=self.lm.config)
         past = cache.get_seq_length()
         embeds = self.embed(input_ids)  # (B, T, D)
         is_latent = input_ids == self.latent_token_id  # (B, T)
@@ -176,6 +182,10 @@ class ContinuousThoughtLM(nn.Module):
             )
         chunks = [self._decode(embeds[:, :lo], attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
         previous = chunks[-1][:, -1:]  # (B, 1, D)
+        # In training, the band's linear layers leave their weight gradients to one product per weight.
+        band_grads = deferred_weight_grads(self.decoder)
+        if band_grads is not None:
+            previous = band_grads.gate(previous)
         norms = []
         for t in range(lo, hi + 1):
             thought = self.thought_projection(previous)  # (B, 1, D)
@@ -183,7 +193,10 @@ class ContinuousThoughtLM(nn.Module):
                 thought = thought_hook(thought, t)
             norms.append(thought.detach().float().norm(dim=-1))  # (B, 1)
             step_input = torch.where(is_latent[:, t, None, None], thought, embeds[:, t : t + 1])
-            previous = self._decode(step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache)
+            with band_grads or nullcontext():
+                previous = self._decode(
+                    step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache
+                )
             chunks.append(previous)
         self.last_thought_norms = torch.cat(norms, 1).masked_fill(~is_latent[:, lo : hi + 1], float("nan"))
         if hi + 1 < input_ids.shape[1]:

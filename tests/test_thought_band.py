@@ -1,0 +1,121 @@
+"""The training band's fast path (a KV cache filled in place, weight gradients computed once for the
+band) against the definition in float64, and the fallbacks where it does not apply."""
+
+import logging
+
+import pytest
+import torch
+from conftest import tiny_lm
+from test_model import LATENT, PAD, ROWS, step_by_step
+from transformers import MistralConfig, MistralForCausalLM
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
+from transformers.models.mistral.modeling_mistral import MistralRMSNorm
+
+from coconut.core.model import ContinuousThoughtLM
+from coconut.data.collate import collate_training
+
+
+def loss_and_gradients_step_by_step(lm, rows):
+    """The batch's mean next-token loss computed row by row from `step_by_step`, its gradients, and
+    each row's logits."""
+    total, count, logits = 0.0, 0, []
+    for ids in rows:
+        row_logits = step_by_step(lm, ids)
+        total = total + torch.nn.functional.cross_entropy(row_logits[:-1], torch.tensor(ids[1:]), reduction="sum")
+        count += len(ids) - 1
+        logits.append(row_logits.detach())
+    lm.zero_grad()
+    (total / count).backward()
+    return {n: p.grad.clone() for n, p in lm.named_parameters()}, logits
+
+
+@pytest.fixture(autouse=True)
+def rms_norm_in_float64(monkeypatch):
+    """Hugging Face's RMSNorm computes in float32 even on float64 inputs; that rounding (1e-7) would
+    hide what these tests look for. Here it computes in its input's dtype, for both sides alike."""
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+    for norm in (LlamaRMSNorm, MistralRMSNorm):
+        monkeypatch.setattr(norm, "forward", forward)
+
+
+def mean_loss(logits, batch):
+    """The mean next-token loss of a padded batch, in the logits' dtype (the model's own `loss` is
+    computed in float32)."""
+    targets = batch["labels"][:, 1:].masked_fill(batch["attention_mask"][:, :-1] == 0, -100)  # (B, T - 1)
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
+def check_training_step_is_exact(lm, rows=ROWS):
+    lm = lm.double().eval()  # dropout off; gradients still flow
+    model = ContinuousThoughtLM(lm, LATENT)
+    batch = collate_training(rows, rows, LATENT, PAD)
+    out = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"])
+    mean_loss(out.logits, batch).backward()
+    batched = {n: p.grad.clone() for n, p in lm.named_parameters()}
+    expected, logits = loss_and_gradients_step_by_step(lm, rows)
+    for row, ids in enumerate(rows):
+        start = int(batch["attention_mask"][row].argmax())  # first real column
+        torch.testing.assert_close(out.logits[row, start : start + len(ids)], logits[row], atol=1e-12, rtol=1e-12)
+    for name, grad in expected.items():
+        torch.testing.assert_close(batched[name], grad, atol=1e-12, rtol=1e-10, msg=name)
+
+
+def test_training_step_equals_step_by_step_in_float64(family):
+    check_training_step_is_exact(tiny_lm(family))
+
+
+def test_a_sliding_window_cache_takes_the_concatenating_path_logged_and_exact(caplog):
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        sliding_window=4,  # shorter than the rows: the window matters
+        pad_token_id=0,
+    )
+    with caplog.at_level(logging.INFO):
+        check_training_step_is_exact(MistralForCausalLM(config))
+    assert "mistral: the thought band concatenates its KV cache" in caplog.text
+    assert "DynamicSlidingWindowLayer" in caplog.text
+
+
+def test_a_second_backward_through_the_same_graph_adds_the_same_gradients(family):
+    lm = tiny_lm(family).double().eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    loss = mean_loss(model(batch["input_ids"], batch["attention_mask"], batch["position_ids"]).logits, batch)
+    loss.backward(retain_graph=True)
+    once = {n: p.grad.clone() for n, p in lm.named_parameters()}
+    loss.backward()
+    for name, param in lm.named_parameters():
+        torch.testing.assert_close(param.grad, 2 * once[name], atol=1e-12, rtol=1e-12, msg=name)
+
+
+def test_under_autocast_the_band_keeps_autograd_weight_gradients_logged(caplog):
+    lm = tiny_lm("gpt2").eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    with caplog.at_level(logging.INFO), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"], labels=batch["labels"])
+        out.loss.backward()
+    assert "autocast is on: the thought band computes weight gradients per column" in caplog.text
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in lm.parameters())
+
+
+def test_a_training_cache_can_be_continued_past_its_length(family):
+    lm = tiny_lm(family).double().eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    ids, mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
+    whole, _ = model.run(ids, mask, pos)
+    split = 11  # after every row's thoughts (columns 7-9)
+    head, cache = model.run(ids[:, :split], mask[:, :split], pos[:, :split])
+    tail, _ = model.run(ids[:, split:], mask, pos[:, split:], cache)  # more than the cache was sized for
+    torch.testing.assert_close(torch.cat([head, tail], 1), whole, atol=1e-12, rtol=1e-12)
