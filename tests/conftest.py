@@ -1,10 +1,17 @@
 """Shared fixtures: tiny GPT-2 and Llama models built from configs, the tiny coconut-train config,
 TensorBoard scalars of a run, and the path to ../shared/data."""
 
+import os
 from pathlib import Path
 
-import pytest
-import torch
+# Tests compare numbers run against run (the same seed twice, a resumed run against an uninterrupted
+# one): the thread count is fixed here, for this process and the runs it starts, because the
+# automatic count follows the machine's load and changes the order of floating-point sums
+# (docs/runs.md, "Reproducibility"). Set before torch starts its thread pool.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM

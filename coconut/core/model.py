@@ -221,7 +221,9 @@ class ContinuousThoughtLM(nn.Module):
             # nothing (a left-padded row's first token has no real position before it).
             targets = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T)
             targets = targets.masked_fill(attention_mask == 0, -100)
-            loss = nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            # At least float32 (a bf16 model's loss), never below the model's own precision (float64 checks).
+            scored = logits if logits.dtype == torch.float64 else logits.float()
+            loss = nn.functional.cross_entropy(scored.flatten(0, 1), targets.flatten(), ignore_index=-100)
         return ThoughtOutput(logits=logits, hidden_states=hidden, loss=loss, past_key_values=cache)
 
     @staticmethod
