@@ -21,14 +21,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-
-def lookup(report: dict, dotted: str):
-    value = report
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
+from coconut.eval.suite import lookup  # a dotted key of a nested report
 
 
 def projection(report: dict) -> str | None:
@@ -57,12 +50,16 @@ COLUMNS = [  # header, report key (dotted) or a function of the report, format
     ("probe (majority)", "legibility.probe", "{:.2f}"),
     ("written steps correct", "legibility.text_steps_correct", "{:.2f}"),
     ("legibility loss", "legibility.loss", "{:.2f}"),
+    ("frontier top-k (chance)", "legibility.frontier_topk", "{:.2f}"),
+    ("frontier mass (chance)", "legibility.frontier_mass", "{:.2f}"),
     ("drop w/ other thoughts", "legibility.ablation_drop.other", "{:+.3f}"),
 ]
 BASELINES = {
     "legibility.decode_top1": "legibility.decode_top1_chance",
     "legibility.decode_top5": "legibility.decode_top5_chance",
     "legibility.probe": "legibility.probe_majority",
+    "legibility.frontier_topk": "legibility.frontier_topk_chance",
+    "legibility.frontier_mass": "legibility.frontier_mass_chance",
 }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from coconut.core.errors import ConfigError
+from coconut.eval.suite import lookup
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,8 @@ def stage_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted(found.items())
 
 
-def _lookup(report: dict, dotted: str):
-    value = report
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def curve_rows(reports: list[dict]) -> list[dict]:
-    return [{name: _lookup(report, key) for name, key in COLUMNS} for report in reports]
+    return [{name: lookup(report, key) for name, key in COLUMNS} for report in reports]
 
 
 def _cell(value) -> str:
