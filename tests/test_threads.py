@@ -145,7 +145,7 @@ def test_the_choice_is_logged_and_recorded_in_run_json_and_not_part_of_the_run_c
     before = torch.get_num_threads()
     try:
         with caplog.at_level("INFO", logger="coconut.core.threads"):
-            train(tiny_cfg(tmp_path, "trainer.max_epochs=1", "test=false"))
+            train(tiny_cfg(tmp_path, "trainer.max_epochs=1", "test=false", "trainer.cpu_threads=null"))
     finally:
         torch.set_num_threads(before)
     record = json.loads((tmp_path / "run.json").read_text())["cpu_threads"]
