@@ -12,6 +12,7 @@ The record checks (answers, lengths) are the data layer's: `coconut.data.checks`
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -120,6 +121,17 @@ def _check_architecture(architecture: Mapping, problems: list[str]) -> None:
         if str(name).endswith(("pdrop", "dropout")) and value is not None:
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 problems.append(f"{key}.{name} must be a probability in [0, 1], got {value!r}")
+
+
+def checked_command(name: str, run, config_dir: str | Path):
+    """Runs a Hydra entry point `run` as the command `name`, after `check_group_choices` on its
+    command line: an unknown group choice is one line and exit code 2, before Hydra composes."""
+    try:
+        check_group_choices(sys.argv[1:], config_dir)
+    except ConfigError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        sys.exit(2)
+    return run()
 
 
 def check_group_choices(overrides: Sequence[str], config_dir: str | Path) -> None:

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from coconut.cli.checkpoints import is_run_folder, load_any, load_checkpoint  # noqa: F401 (load_checkpoint: its old home)
-from coconut.cli.checks import check_group_choices
+from coconut.cli.checks import checked_command
 from coconut.cli.run_folders import holds_an_evaluation
 from coconut.cli.stage_curve import run_stage_curve
 from coconut.cli.train import CONFIG_DIR
@@ -222,12 +222,7 @@ def run(cfg: DictConfig) -> float:
 def main() -> float | None:
     """The `coconut-eval` command: an unknown group choice (`method=xyz`, `data=xyz`) gets coconut-train's
     one line listing the valid ones, before Hydra composes anything."""
-    try:
-        check_group_choices(sys.argv[1:], CONFIG_DIR)
-    except ConfigError as error:
-        print(f"coconut-eval: {error}", file=sys.stderr)
-        sys.exit(2)
-    return run()
+    return checked_command("coconut-eval", run, CONFIG_DIR)
 
 
 if __name__ == "__main__":

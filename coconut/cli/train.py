@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from coconut.cli.checks import check_group_choices, check_thoughts_fit, validate_config
+from coconut.cli.checks import check_thoughts_fit, checked_command, validate_config
 from coconut.core.base_model import load_base_model, max_positions, save_tokenizer
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError, UserInputError
@@ -241,12 +241,7 @@ def run(cfg: DictConfig) -> float | None:
 def main() -> float | None:
     """The `coconut-train` command: a config group choice that does not exist (`method=xyz`) gets
     one line listing the valid ones, before Hydra composes anything."""
-    try:
-        check_group_choices(sys.argv[1:], CONFIG_DIR)
-    except ConfigError as error:
-        print(f"coconut-train: {error}", file=sys.stderr)
-        sys.exit(2)
-    return run()
+    return checked_command("coconut-train", run, CONFIG_DIR)
 
 
 if __name__ == "__main__":
