@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from coconut.cli.checks import CheckpointError, check_checkpoint_compatible
 from coconut.cli.train import build_curriculum, build_method
-from coconut.core.base_model import load_pretrained
+from coconut.core.base_model import ModelLoadError, load_pretrained
 from coconut.core.curriculum import ALL_STEPS, Curriculum
 from coconut.core.errors import ConfigError
 from coconut.core.methods import Method
@@ -165,15 +165,9 @@ def _load_hf(name: str, dtype: str) -> tuple[PreTrainedTokenizerBase, PreTrained
             "save_pretrained folder (config.json, weights, tokenizer). Fix: give the folder save_pretrained wrote"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        lm = AutoModelForCausalLM.from_pretrained(name, dtype=getattr(torch, dtype))
-    except OSError as error:
-        raise CheckpointError(
-            f"ckpt_path=hf:{name}: could not load it as a Hugging Face causal LM: {error}\n"
-            "Fix: give a local folder saved with save_pretrained, or a hub id on a machine that can reach the hub "
-            "(or that has it in its cache: HF_HUB_OFFLINE=1)"
-        ) from None
-    return tokenizer, lm
+        return load_pretrained(name, dtype)  # the same loading as model.pretrained= in training
+    except ModelLoadError as error:
+        raise CheckpointError(f"ckpt_path=hf:{name}: {error}") from None
 
 
 def _from_hf(name: str, cfg: DictConfig) -> LoadedCheckpoint:
