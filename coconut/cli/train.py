@@ -186,7 +186,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     checkpoint_dir = output_dir / "checkpoints"
     stage_best = StageBestCheckpoint(str(checkpoint_dir), curriculum, method, monitor="val/acc")
     callbacks = [
-        CurriculumCallback(curriculum, method, cfg.curriculum.reset_optimizer),
+        CurriculumCallback(
+            curriculum,
+            method,
+            cfg.curriculum.reset_optimizer,
+            latent_lr_scale=cfg.curriculum.get("latent_lr_scale", 1.0),
+        ),
         StopOnNonFiniteLoss(),
         FollowCpuLoad(cpu_threads),
         stage_best,

@@ -22,19 +22,34 @@ log = logging.getLogger(__name__)
 
 
 class CurriculumCallback(L.Callback):
-    """Logs `curriculum/stage` and resets the optimizer state when the stage changes.
+    """Logs `curriculum/stage`, resets the optimizer state when the stage changes, and scales the
+    learning rate by `latent_lr_scale` when the curriculum leaves stage 0.
 
     The stage comes from the same pure function the datamodule asks, so a resumed run agrees with
     the data it sees. Resetting at a stage change (not every epoch) is configurable; the official
     code resets every epoch when `reset_optimizer` is on: use reset_optimizer=every_epoch for that.
+
+    The learning-rate step follows the curriculum's schedule (`Curriculum.stage_for_epoch`), not the
+    method's stage, so a baseline trained with the same curriculum settings (method=no_cot, cot, ...)
+    gets the same learning rate at every update. It multiplies the rate once, at the first latent
+    epoch; the optimizer's state carries it from there, through a resume too.
     """
 
-    def __init__(self, curriculum: Curriculum, method: Method, reset_optimizer: str = "stage_change"):
+    def __init__(
+        self,
+        curriculum: Curriculum,
+        method: Method,
+        reset_optimizer: str = "stage_change",
+        latent_lr_scale: float = 1.0,
+    ):
         if reset_optimizer not in ("never", "stage_change", "every_epoch"):
             raise ConfigError(
                 f"curriculum.reset_optimizer must be never, stage_change or every_epoch, got {reset_optimizer!r}"
             )
+        if not latent_lr_scale > 0:
+            raise ConfigError(f"curriculum.latent_lr_scale must be > 0, got {latent_lr_scale}")
         self.curriculum, self.method, self.reset_optimizer = curriculum, method, reset_optimizer
+        self.latent_lr_scale = latent_lr_scale
         self.trained_epoch: int | None = None  # the epoch of the last batch this process trained
 
     def stage(self, epoch: int) -> int:
@@ -49,11 +64,26 @@ class CurriculumCallback(L.Callback):
         ):
             for optimizer in trainer.optimizers:
                 optimizer.state.clear()  # Adam moments and step counts; the learning rate schedule goes on
+        if self.latent_lr_scale != 1.0 and self.curriculum.stage_for_epoch(epoch) > 0:
+            self.scale_learning_rate(trainer, epoch)
         if epoch == 0 or changed:
             rank_zero_info(
                 f"epoch {epoch}: curriculum stage {stage}"
                 + (" (optimizer reset)" if changed and self.reset_optimizer != "never" else "")
             )
+
+    def scale_learning_rate(self, trainer: L.Trainer, epoch: int) -> None:
+        # Once per parameter group: the mark is saved with the optimizer's state, so an epoch start
+        # replayed by a resume does not scale the rate twice.
+        scaled = False
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                if not group.get("latent_lr_scaled", False):
+                    group["lr"] = group["lr"] * self.latent_lr_scale
+                    group["latent_lr_scaled"] = True
+                    scaled = True
+        if scaled:
+            rank_zero_info(f"epoch {epoch}: learning rate x {self.latent_lr_scale:g} from the first latent stage on")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         self.trained_epoch = trainer.current_epoch
