@@ -9,9 +9,9 @@ are computed by the model from there, and the question is answered again:
   arithmetic (`<<a*b=c>>` steps)  another result r': the same step's result in another question
                                   (a fixed shuffle), written as one token so that the edited thought
                                   names all of it. Implied answer: the reference chain recomputed
-                                  with step i's result set to r' (a later step's operand equal to
-                                  an earlier result is read as that result: annotations carry no
-                                  references).
+                                  with step i's result set to r' (a later step's first operand
+                                  equal to an earlier result is read as that result: annotations
+                                  carry no references).
   graph (data=graph, ProsQA)      the frontier at the same depth of the tree that holds the other
                                   candidate (rooted at a source node from which the other candidate
                                   is as many hops away as the answer is from the root). Implied
@@ -89,11 +89,15 @@ def implied_answer(steps: Sequence[str], answer: str, step: int, result: str) ->
     current = list(original)
     current[step] = normalise_number(result)
     for j in range(step + 1, len(steps)):
+        used: set[str] = set()
 
-        def operand(match: re.Match, j=j) -> str:
+        def operand(match: re.Match, j=j, used=used) -> str:
             number = normalise_number(match[0])
             earlier = [k for k in range(j) if original[k] == number]  # the latest result it could be
-            return current[earlier[-1]] if earlier else match[0]
+            if not earlier or number in used:  # "<<2*2=4>>" after a result 2: its first 2 is the result
+                return match[0]
+            used.add(number)
+            return current[earlier[-1]]
 
         value = _evaluate(_NUMBER.sub(operand, calculations[j][1]))
         if value is None:
