@@ -49,7 +49,10 @@ def test_a_graph_edit_feeds_the_other_trees_frontier_and_implies_the_other_candi
 
 # -- a hand-built model -----------------------------------------------------------------------------
 # Questions "Q 3": step 0's result is the digit, then doubled: <<1+2=3>> <<3*2=6>>, answer 6.
-RECORDS = [Record(question=f"Q {d}", steps=(f"<<1+{d - 1}={d}>>", f"<<{d}*2={2 * d}>>"), answer=str(2 * d)) for d in range(2, 10)]
+RECORDS = [
+    Record(question=f"Q {d}", steps=(f"<<1+{d - 1}={d}>>", f"<<{d}*2={2 * d}>>"), answer=str(2 * d))
+    for d in range(2, 10)
+]
 
 
 class _Cache:
@@ -104,7 +107,13 @@ def test_causal_legibility_on_a_model_whose_answer_is_a_known_function_of_the_th
     method, curriculum = Method.from_config({"name": "coconut"}), Curriculum(max_latent_stage=1)
     ids = special_ids(tokenizer)
     loader = prompt_loader(
-        RECORDS, tokenize_records(RECORDS, tokenizer), stage=1, method=method, curriculum=curriculum, ids=ids, batch_size=3
+        RECORDS,
+        tokenize_records(RECORDS, tokenizer),
+        stage=1,
+        method=method,
+        curriculum=curriculum,
+        ids=ids,
+        batch_size=3,
     )
     report = evaluate(
         model,

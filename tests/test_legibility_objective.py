@@ -72,7 +72,9 @@ def test_a_graph_step_targets_its_frontier_set(tokenizer):
 def test_set_cross_entropy_is_the_cross_entropy_of_one_token_and_minus_log_the_mass_of_a_set():
     logits = torch.randn(3, 10)
     one = torch.tensor([[4, -1], [0, -1], [9, -1]])
-    torch.testing.assert_close(set_cross_entropy(logits, one), torch.nn.functional.cross_entropy(logits, one[:, 0], reduction="none"))
+    torch.testing.assert_close(
+        set_cross_entropy(logits, one), torch.nn.functional.cross_entropy(logits, one[:, 0], reduction="none")
+    )
     pair = torch.tensor([[1, 2], [3, 5], [7, 8]])
     mass = logits.softmax(-1).gather(-1, pair).sum(-1)
     torch.testing.assert_close(set_cross_entropy(logits, pair), -mass.log())

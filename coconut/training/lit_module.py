@@ -1,8 +1,9 @@
 """The LightningModule: one model step shared by train/val/test, and answer accuracy by greedy
 generation through continuous thoughts.
 
-Logged: `train/loss` (the loss optimised), `{val,test}/loss` (next-token loss), `{val,test}/acc` (exact match after the dataset's answer
-normalisation), `{val,test}/tokens_per_answer` (text tokens generated, eos included),
+Logged: `train/loss` (the loss optimised), `{val,test}/loss` (next-token loss), `{val,test}/acc`
+(exact match after the dataset's answer normalisation), `{val,test}/tokens_per_answer` (text tokens
+generated, eos included),
 `{val,test}/legibility/*` (coconut.eval.legibility, on the same questions), and a few decoded
 samples as text. With the legibility objective on (`legibility_weight` = lambda > 0,
 coconut/core/legibility_objective.py) `train/loss` is the next-token loss + lambda x
