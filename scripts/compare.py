@@ -31,9 +31,9 @@ def projection(report: dict) -> str | None:
         return None
     if isinstance(config, str):
         return config
-    if config.get("name") != "sparse_vocab":
+    if config.get("name") not in ("sparse_vocab", "sparse_readout"):
         return config.get("name")
-    return f"sparse_vocab k={config.get('k')} {config.get('mode')} T={config.get('temperature')}"
+    return f"{config['name']} k={config.get('k')} {config.get('mode')} T={config.get('temperature')}"
 
 
 COLUMNS = [  # header, report key (dotted) or a function of the report, format
@@ -53,6 +53,7 @@ COLUMNS = [  # header, report key (dotted) or a function of the report, format
     ("frontier top-k (chance)", "legibility.frontier_topk", "{:.2f}"),
     ("frontier mass (chance)", "legibility.frontier_mass", "{:.2f}"),
     ("drop w/ other thoughts", "legibility.ablation_drop.other", "{:+.3f}"),
+    ("causal legibility (baseline)", "legibility.causal", "{:.2f}"),
 ]
 BASELINES = {
     "legibility.decode_top1": "legibility.decode_top1_chance",
@@ -60,6 +61,7 @@ BASELINES = {
     "legibility.probe": "legibility.probe_majority",
     "legibility.frontier_topk": "legibility.frontier_topk_chance",
     "legibility.frontier_mass": "legibility.frontier_mass_chance",
+    "legibility.causal": "legibility.causal_baseline",
 }
 
 

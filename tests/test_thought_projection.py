@@ -15,6 +15,7 @@ from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import (
     LinearProjection,
     ProjectionConfig,
+    SparseReadoutProjection,
     SparseVocabProjection,
     build_thought_projection,
     projection_config,
@@ -156,9 +157,40 @@ def test_gradients_flow_through_the_mixture_weights_into_the_live_tied_weights(f
         assert head.grad.abs().sum() > 0
 
 
+def test_sparse_readout_is_exactly_k_weighted_token_embeddings_picked_by_its_own_readout(family):
+    lm = tiny_lm(family).eval()
+    projection = build_thought_projection({"name": "sparse_readout", "k": 3, "temperature": 0.5}, lm)
+    with torch.no_grad():
+        projection.readout.copy_(torch.randn_like(projection.readout))  # R now differs from the LM head
+    hidden = torch.randn(5, lm.config.hidden_size)
+    with torch.no_grad():
+        scores = hidden @ projection.readout.T  # (5, V)
+        order = scores.argsort(dim=-1, descending=True)[:, :3]
+        weights = torch.softmax(scores.gather(-1, order) / 0.5, dim=-1)
+        table = lm.get_input_embeddings().weight
+        by_hand = torch.stack([sum(w * table[t] for w, t in zip(ws, ts)) for ws, ts in zip(weights, order)])
+        torch.testing.assert_close(projection(hidden), by_hand, atol=1e-6, rtol=1e-5)
+        # Not the LM head's tokens: those would be sparse_vocab's.
+        assert not torch.equal(projection.mixture(hidden)[1], lm.get_output_embeddings()(hidden).topk(3).indices)
+
+
+def test_sparse_readout_starts_as_sparse_vocab_and_its_gradient_reaches_r_not_the_head(family):
+    lm = tiny_lm(family)
+    readout = build_thought_projection({"name": "sparse_readout", "k": 4}, lm)
+    vocab = build_thought_projection({"name": "sparse_vocab", "k": 4}, lm)
+    hidden = torch.randn(3, lm.config.hidden_size)
+    torch.testing.assert_close(readout(hidden), vocab(hidden), atol=1e-6, rtol=1e-5)  # R = the head at the start
+    head = lm.get_output_embeddings().weight
+    assert readout.readout is not head and readout.readout.data_ptr() != head.data_ptr()  # a copy, not a tie
+    ((readout(hidden) - torch.randn(3, lm.config.hidden_size)) ** 2).sum().backward()
+    assert readout.readout.grad is not None and readout.readout.grad.abs().sum() > 0
+    model = ContinuousThoughtLM(lm, LATENT, readout)
+    assert {k for k in model.state_dict() if k.startswith("thought_projection.")} == {"thought_projection.readout"}
+
+
 def test_the_config_defaults_equal_the_shipped_yaml_files():
     folder = Path(CONFIG_DIR) / "model" / "thought_projection"
-    assert {p.stem for p in folder.glob("*.yaml")} == {"identity", "sparse_vocab", "linear"}
+    assert {p.stem for p in folder.glob("*.yaml")} == {"identity", "sparse_vocab", "linear", "sparse_readout"}
     for path in folder.glob("*.yaml"):
         shipped = yaml.safe_load(path.read_text())
         assert ProjectionConfig.parse(shipped) == ProjectionConfig.parse(path.stem)  # the shell's short form
@@ -216,8 +248,9 @@ class KeepFinalLogits(L.Callback):
         ["model/thought_projection=identity"],
         ["model/thought_projection=sparse_vocab", "model.thought_projection.k=2"],
         ["model.thought_projection=linear"],
+        ["model/thought_projection=sparse_readout", "model.thought_projection.k=2", "legibility.weight=0.3"],
     ],
-    ids=["identity", "sparse_vocab", "linear"],
+    ids=["identity", "sparse_vocab", "linear", "sparse_readout"],
 )
 def test_train_each_projection_and_rebuild_from_the_checkpoint(tmp_path, overrides):
     key = str(tmp_path)
@@ -247,6 +280,11 @@ def test_train_each_projection_and_rebuild_from_the_checkpoint(tmp_path, overrid
     if name == "sparse_vocab":
         assert isinstance(model.thought_projection, SparseVocabProjection) and stored["k"] == 2
         assert model.thought_projection._lm is model.lm
+    if name == "sparse_readout":
+        assert isinstance(model.thought_projection, SparseReadoutProjection) and stored["k"] == 2
+        readout = saved["state_dict"]["model.thought_projection.readout"]
+        assert not torch.equal(readout, saved["state_dict"]["model.lm.lm_head.weight"])  # R trained apart
+        torch.testing.assert_close(model.thought_projection.readout, readout, atol=0, rtol=0)
     if name == "linear":
         assert isinstance(model.thought_projection, LinearProjection)
         assert saved["state_dict"]["model.thought_projection.delta.weight"].abs().sum() > 0  # it trained

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import CheckpointError, ConfigError
+from coconut.core.legibility_objective import READS
 from coconut.core.methods import Method
 from coconut.core.tokens import SPECIAL_TOKENS
 from coconut.data.checks import ANSWER_KINDS
@@ -77,6 +78,12 @@ def validate_config(cfg) -> None:
         problems.append(f"resume must be auto or false, got {resume!r}")
     if _get(cfg, "trainer.cpu_threads") is not None:
         _require_int(cfg, "trainer.cpu_threads", 1, problems, " (or null for the automatic choice)")
+    weight = _get(cfg, "legibility.weight")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0):
+        problems.append(f"legibility.weight must be a number >= 0 (0: the paper's method), got {weight!r}")
+    read = _get(cfg, "legibility.read")
+    if read is not None and read not in READS:
+        problems.append(f"legibility.read must be one of {', '.join(READS)}, got {read!r}")
     architecture = _get(cfg, "model.architecture")
     if isinstance(architecture, Mapping) and not _get(cfg, "model.pretrained"):
         _check_architecture(architecture, problems)

@@ -158,6 +158,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         max_new_tokens=max_new_tokens,
         thought_ids=(ids.latent, ids.pause),
         ablations=list(cfg.legibility.ablations),
+        intervention=cfg.legibility.get("intervention", True),
         probe_folds=cfg.legibility.probe_folds,
         reference_legibility=reference_legibility(cfg.legibility.reference) if cfg.legibility.reference else None,
         skipped=skipped,

@@ -75,6 +75,12 @@ def init_from_checkpoint(path: str):
     return tokenizer, model.lm, special_ids(tokenizer)
 
 
+def legibility_weight(cfg: DictConfig) -> float:
+    """lambda of the legibility objective (conf/train.yaml `legibility.weight`); 0 for configs
+    written before it existed (a resumed run's)."""
+    return float((cfg.get("legibility") or {}).get("weight", 0.0))
+
+
 def check_prepared(data_cfg: DictConfig) -> None:
     """Datasets that a prepare command writes (`data.prepare`) say so when a file is missing."""
     command = data_cfg.get("prepare")
@@ -159,6 +165,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         val_generation_size=cfg.data.val_generation_size,
         seed=cfg.seed,
         num_workers=cfg.data.num_workers,
+        legibility_targets=legibility_weight(cfg) > 0,
     )
     for split in datamodule.samples:  # records longer than the model's positions: skipped or an error
         datamodule.records[split], datamodule.samples[split] = keep_within_context(
@@ -180,6 +187,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         answer_kind=cfg.data.answer_kind,
         max_new_tokens=cfg.data.max_new_tokens,
         config=OmegaConf.to_container(cfg, resolve=True),
+        legibility_weight=legibility_weight(cfg),
+        legibility_read=cfg.get("legibility", {}).get("read", "lm_head"),
     )
     log.info(describe(cfg, datamodule, curriculum, method))
 

@@ -9,12 +9,20 @@ alternatives ask whether a thought can stay continuous yet readable:
                                                       thought reads as k weighted tokens
   linear        h + W h + b   (W, b start at zero)    a learned affine map, a baseline for the
                                                       bottleneck that starts at the paper's method
+  sparse_readout sum_i w_i E[v_i]                     as sparse_vocab, but v and w come from a learned
+                                                      readout R (V x D, initialised to the LM head's
+                                                      weight) instead of the LM head: R is free to
+                                                      learn what a thought means rather than predict
+                                                      the next format token
 
 `sparse_vocab` reads the model's own LM head and input embedding matrix (not copies), so tied weights
 stay tied and gradients reach both. Its `straight_through` mode feeds hard weights (1/k on each of the
 top-k tokens: for k=1 exactly the argmax token's embedding) and passes the softmax's gradient back.
-Only `linear` has parameters; they live under `model.thought_projection.*` in the state dict, and
-`projection_config` is what a checkpoint stores to rebuild the same module.
+Only `linear` (W, b) and `sparse_readout` (R: V x D more parameters, as many as the LM head) have
+parameters; they live under `model.thought_projection.*` in the state dict, and `projection_config`
+is what a checkpoint stores to rebuild the same module. `sparse_readout`'s `readout_logits` is the
+distribution the legibility objective can score (`legibility.read=readout`,
+coconut/core/legibility_objective.py).
 """
 
 from __future__ import annotations
@@ -29,17 +37,18 @@ from transformers import PreTrainedModel
 from coconut.core.errors import ConfigError
 from coconut.core.model import lm_logits
 
-NAMES = ("identity", "sparse_vocab", "linear")
+NAMES = ("identity", "sparse_vocab", "linear", "sparse_readout")
+SPARSE = ("sparse_vocab", "sparse_readout")  # the names that take k / mode / temperature
 MODES = ("softmax", "straight_through")
 
 
 @dataclass(frozen=True)
 class ProjectionConfig:
-    """`model.thought_projection`: a name, plus k / mode / temperature for sparse_vocab. The defaults
+    """`model.thought_projection`: a name, plus k / mode / temperature for sparse_vocab and sparse_readout. The defaults
     equal conf/model/thought_projection/*.yaml (a test checks it)."""
 
     name: str = "identity"
-    k: int = 4  # tokens mixed into a sparse_vocab thought
+    k: int = 4  # tokens mixed into a sparse thought
     mode: str = "softmax"  # softmax | straight_through
     temperature: float = 1.0  # on the top-k logits before the softmax
 
@@ -48,7 +57,7 @@ class ProjectionConfig:
             raise ConfigError(
                 f"model.thought_projection={self.name!r} is not a thought projection; choose one of {', '.join(NAMES)}"
             )
-        if self.name == "sparse_vocab":
+        if self.name in SPARSE:
             if not isinstance(self.k, int) or self.k < 1:
                 raise ConfigError(f"model.thought_projection.k must be an integer >= 1, got {self.k!r}")
             if self.mode not in MODES:
@@ -73,7 +82,7 @@ class ProjectionConfig:
 
     def as_dict(self) -> dict:
         """The fields that matter for `name` (what checkpoints store)."""
-        if self.name != "sparse_vocab":
+        if self.name not in SPARSE:
             return {"name": self.name}
         return asdict(self)
 
@@ -98,9 +107,13 @@ class SparseVocabProjection(nn.Module):
         # it here too would list its weights twice in the state dict.
         self.__dict__["_lm"] = lm
 
+    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The logits (..., V) whose top-k tokens the thought of `hidden` (..., D) mixes: the LM head's."""
+        return lm_logits(self._lm, hidden)
+
     def mixture(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(weights, token ids), each (..., k): the tokens the thought of `hidden` (..., D) mixes."""
-        logits = lm_logits(self._lm, hidden)  # (..., V)
+        logits = self.scores(hidden)  # (..., V)
         top_logits, top_ids = logits.topk(self.config.k, dim=-1)  # (..., k)
         soft = torch.softmax(top_logits.float() / self.config.temperature, dim=-1)
         if self.config.mode == "softmax":
@@ -117,6 +130,28 @@ class SparseVocabProjection(nn.Module):
 
     def extra_repr(self) -> str:
         return f"k={self.config.k}, mode={self.config.mode}, temperature={self.config.temperature}"
+
+
+class SparseReadoutProjection(SparseVocabProjection):
+    """A sparse thought whose tokens a learned readout R picks: sum softmax(top-k of R h / T) E[v].
+    R starts as a copy of the LM head's weight (so at the start it picks what sparse_vocab picks for a
+    model whose logits are the head's product alone, GPT-2 and Llama), then learns apart from it: the
+    LM head keeps predicting the next token, R reads what the thought means. Every thought stays
+    literally k weighted vocabulary tokens."""
+
+    def __init__(self, lm: PreTrainedModel, config: ProjectionConfig):
+        super().__init__(lm, config)
+        head = lm.get_output_embeddings().weight  # (V, D)
+        # A copy, not a tie: learning R must not move the LM head. (V, D) like the head's weight,
+        # i.e. the D x V readout of the issue transposed; no random draw (a run's stream stays put).
+        self.readout = nn.Parameter(head.detach().clone())
+
+    def readout_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """R h: (..., D) -> (..., V), the readout's logits (what the legibility objective's `readout` scores)."""
+        return hidden @ self.readout.T.to(hidden.dtype)
+
+    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.readout_logits(hidden)
 
 
 class LinearProjection(nn.Module):
@@ -145,6 +180,8 @@ def build_thought_projection(cfg: str | Mapping | None, lm: PreTrainedModel) -> 
         return IdentityProjection()
     if config.name == "sparse_vocab":
         return SparseVocabProjection(lm, config)
+    if config.name == "sparse_readout":
+        return SparseReadoutProjection(lm, config)
     embeddings = lm.get_input_embeddings().weight
     return LinearProjection(embeddings.shape[1], dtype=embeddings.dtype)
 

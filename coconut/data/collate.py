@@ -12,6 +12,9 @@ Rows without thoughts are not shifted. Everything is right-padded to the longest
   `.` = pad: input pad id, label -100, attention 0, position 0. Positions restart at 0 at each
   row's first real token, so padding never changes a row's numbers.
 
+With legibility targets (`thought_targets`), row b's n-th thought's target token ids sit in
+`thought_targets[b, n]`, padded with -1 (no token) to the largest set and the most thoughts.
+
 Generation prompts are instead all left-padded so that every prompt ends in the last column.
 """
 
@@ -37,12 +40,30 @@ def _batch(input_ids: list[list[int]], left: list[int], pad_id: int, labels: lis
 
 
 def collate_training(
-    input_ids: list[list[int]], labels: list[list[int]], latent_id: int, pad_id: int
+    input_ids: list[list[int]],
+    labels: list[list[int]],
+    latent_id: int,
+    pad_id: int,
+    thought_targets: list[tuple[tuple[int, ...], ...]] | None = None,
 ) -> dict[str, torch.Tensor]:
     first = [r.index(latent_id) if latent_id in r else None for r in input_ids]
     align = max((f for f in first if f is not None), default=0)
     left = [align - f if f is not None else 0 for f in first]
-    return _batch(input_ids, left, pad_id, labels)
+    batch = _batch(input_ids, left, pad_id, labels)
+    if thought_targets is not None:
+        batch["thought_targets"] = _pad_targets(thought_targets)
+    return batch
+
+
+def _pad_targets(rows: list[tuple[tuple[int, ...], ...]]) -> torch.Tensor:
+    """(B, most thoughts, largest target set) token ids, -1 where there is none."""
+    thoughts = max(map(len, rows), default=0)
+    width = max((len(target) for row in rows for target in row), default=0) or 1
+    padded = torch.full((len(rows), thoughts, width), -1, dtype=torch.long)
+    for b, row in enumerate(rows):
+        for n, target in enumerate(row):
+            padded[b, n, : len(target)] = torch.tensor(target, dtype=torch.long)
+    return padded
 
 
 def collate_prompts(prompts: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -48,7 +48,7 @@ class StageDataset(Dataset):
             else:  # iCoT's removal smoothing
                 offset = self.method.removal_offset(rng)
         sequence = build_sequence(sample, stage, self.method, self.curriculum, self.ids, offset)
-        return {"input_ids": sequence.input_ids, "labels": sequence.labels}
+        return {"input_ids": sequence.input_ids, "labels": sequence.labels, "thought_targets": sequence.thought_targets}
 
 
 class PromptDataset(Dataset):

@@ -6,6 +6,11 @@
 Stage 0 of COCONUT keeps the markers with no thoughts between them; methods without markers (cot,
 no_cot) drop them. Pause-token methods write `<pause>` where COCONUT writes `<|latent|>`.
 
+Each thought also carries its legibility target (`Sequence.thought_targets`): thoughts
+i*c .. (i+1)*c - 1 stand for replaced step i (c = latents per step), and their target is that step's
+key-content tokens (`coconut.data.step_keys.step_targets`), as evaluation's legibility metrics read
+them; a thought of a step without key content, or beyond the replaced steps, has none.
+
 iCoT (`stage: tokens`) counts tokens, not steps: stage n drops the first n tokens of the chain of
 thought (the steps' tokens in order), plus a per-sample smoothing offset in training:
 
@@ -23,6 +28,7 @@ from coconut.core.curriculum import Curriculum, StagePlan
 from coconut.core.methods import Method
 from coconut.core.tokens import SpecialIds
 from coconut.data.records import Record
+from coconut.data.step_keys import step_targets
 
 IGNORE = -100
 
@@ -32,11 +38,17 @@ class TokenizedSample:
     question: list[int]
     steps: list[list[int]]
     answer: list[int]  # ends with eos
+    # Per step, the token ids naming its key content (coconut.data.step_keys.step_targets); empty
+    # unless tokenized with step targets (the legibility objective).
+    step_targets: tuple[tuple[int, ...], ...] = ()
 
 
-def tokenize_records(records: list[Record], tokenizer: PreTrainedTokenizerBase) -> list[TokenizedSample]:
+def tokenize_records(
+    records: list[Record], tokenizer: PreTrainedTokenizerBase, with_step_targets: bool = False
+) -> list[TokenizedSample]:
     """Question, each step and the answer encoded separately (as the official code does), so that
-    dropping a step never re-tokenizes its neighbours; one tokenizer call per part for all records."""
+    dropping a step never re-tokenizes its neighbours; one tokenizer call per part for all records.
+    `with_step_targets`: also each step's key-content tokens, for the legibility objective."""
 
     def encode(texts: list[str], special: bool) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=special)["input_ids"] if texts else []
@@ -44,11 +56,12 @@ def tokenize_records(records: list[Record], tokenizer: PreTrainedTokenizerBase) 
     questions = encode([r.question + "\n" for r in records], True)
     flat_steps = encode([s + "\n" for r in records for s in r.steps], False)
     answers = encode(["### " + r.answer for r in records], False)
+    targets = step_targets(records, tokenizer) if with_step_targets else [()] * len(records)
     samples, cursor = [], 0
-    for record, question, answer in zip(records, questions, answers):
+    for record, question, answer, target in zip(records, questions, answers, targets):
         steps = flat_steps[cursor : cursor + len(record.steps)]
         cursor += len(record.steps)
-        samples.append(TokenizedSample(question, steps, answer + [tokenizer.eos_token_id]))
+        samples.append(TokenizedSample(question, steps, answer + [tokenizer.eos_token_id], target))
     return samples
 
 
@@ -57,6 +70,8 @@ class Sequence:
     input_ids: list[int]
     labels: list[int]
     thoughts: int  # thought positions written (latent or pause)
+    # Per continuous thought, in order, the token ids its legibility target names (empty: none).
+    thought_targets: tuple[tuple[int, ...], ...] = ()
 
 
 def stage_plan(method: Method, curriculum: Curriculum, stage: int, n_steps: int) -> StagePlan:
@@ -90,7 +105,18 @@ def build_sequence(
     plan = stage_plan(method, curriculum, stage, len(sample.steps))
     prompt = sample.question + thought_span(method, ids, plan.thoughts)
     text = list(chain.from_iterable(sample.steps[plan.steps_dropped :])) + sample.answer
-    return Sequence(prompt + text, [IGNORE] * len(prompt) + text, plan.thoughts)
+    targets = thought_targets(sample, plan, curriculum.latents_per_step) if method.thought == "continuous" else ()
+    return Sequence(prompt + text, [IGNORE] * len(prompt) + text, plan.thoughts, targets)
+
+
+def thought_targets(sample: TokenizedSample, plan: StagePlan, latents_per_step: int) -> tuple[tuple[int, ...], ...]:
+    """The legibility target of each of the plan's thoughts: thought j stands for step j // c when
+    that step was replaced (the final stage replaces every step but caps the thoughts)."""
+    replaced = min(plan.steps_dropped, len(sample.steps), len(sample.step_targets))
+    return tuple(
+        sample.step_targets[j // latents_per_step] if j // latents_per_step < replaced else ()
+        for j in range(plan.thoughts)
+    )
 
 
 def build_prompt(

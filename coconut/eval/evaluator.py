@@ -2,7 +2,8 @@
 
 `answer_batch` is one batch of batched greedy generation through thoughts (shared with validation
 in the LightningModule); `evaluate` runs a whole split, reads the recorded thoughts, reruns the
-prompts with the thoughts ablated, and returns the report and one row per question.
+prompts with the thoughts ablated and with single steps' thoughts edited (causal legibility,
+coconut/eval/intervention.py), and returns the report and one row per question.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from coconut.data.sequences import stage_plan
 from coconut.eval import legibility as leg
 from coconut.eval.answers import answers_match, extract_answer
 from coconut.eval.frontier import ThoughtFrontier, frontier_legibility
+from coconut.eval.intervention import causal_block, plan_edits
 from coconut.eval.steps import step_key, written_steps
-from coconut.eval.thought_hooks import ThoughtRecorder, ThoughtReplacement
+from coconut.eval.thought_hooks import ThoughtEdit, ThoughtRecorder, ThoughtReplacement
 
 ABLATIONS = ("zeros", "mean", "other")
 
@@ -232,6 +234,51 @@ def ablation_hooks(
     }
 
 
+def causal_legibility(
+    model: ContinuousThoughtLM,
+    tokenizer: PreTrainedTokenizerBase,
+    loader: DataLoader,
+    records: Sequence[Record],
+    answers: Sequence[Answer],
+    questions: Sequence[leg.QuestionReasoning],
+    *,
+    answer_kind: str,
+    seed: int = 0,
+    **options,
+) -> dict:
+    """The `causal*` block (coconut/eval/intervention.py): each replaced step's thoughts edited to
+    another key content, one generation pass per step index."""
+    c = questions[0].latents_per_step if questions else 1
+    # Steps with thoughts: the final stage replaces every step but caps the thoughts.
+    replaced = [min(q.steps_replaced, a.thought_positions // c) for q, a in zip(questions, answers)]
+    device = next(model.parameters()).device
+
+    def embed(ids: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            return model.embed(torch.tensor(ids, device=device))  # (n, D)
+
+    edits = plan_edits(records, [a.index for a in answers], replaced, tokenizer, embed, seed=seed)
+
+    def answers_with(step: int, vectors: dict[int, torch.Tensor]) -> dict[int, str]:
+        def make(batch: dict) -> ThoughtHook:
+            rows = {
+                row: (range(step * c, (step + 1) * c), vectors[index])
+                for row, index in enumerate(batch["index"])
+                if index in vectors
+            }
+            return ThoughtEdit(batch["input_ids"], model.latent_token_id, rows)
+
+        edited, _ = answer_all(model, tokenizer, loader, records, make_hook=make, answer_kind=answer_kind, **options)
+        return {a.index: a.prediction for a in edited}
+
+    return causal_block(
+        edits,
+        answers_with,
+        {a.index: a.prediction for a in answers},
+        lambda prediction, implied: answers_match(prediction, implied, answer_kind),
+    )
+
+
 @dataclass
 class Evaluation:
     report: dict  # accuracy, n, tokens, latency, legibility
@@ -254,13 +301,15 @@ def evaluate(
     probe_folds: int = 5,
     reference_legibility: dict[str, float] | None = None,
     skipped: Mapping[str, int] | None = None,
+    intervention: bool = True,
 ) -> Evaluation:
     """Answers every prompt of `loader`, then measures legibility and, per ablation, the accuracy
     with the thoughts replaced. `reference_legibility` maps a question to the legibility of a CoT
     model's reasoning on it (from that model's samples.jsonl), the baseline of `legibility.loss`.
     `skipped` counts, by reason, the split's questions that were not answered (no room to generate,
     an answer that cannot be scored): `accuracy` counts them as wrong (over `n_total`),
-    `accuracy_answered` leaves them out (over `n`); the ablations compare with the second."""
+    `accuracy_answered` leaves them out (over `n`); the ablations compare with the second.
+    `intervention`: also the causal legibility (`causal*`: a pass per replaced step index)."""
     unknown = set(ablations) - set(ABLATIONS)
     if unknown:
         raise ValueError(f"unknown ablations {sorted(unknown)}; choose from {list(ABLATIONS)}")
@@ -291,6 +340,8 @@ def evaluate(
             ablated, _ = answer_all(model, tokenizer, loader, records, make_hook=make_hook, **options)
             block["ablation"][name] = sum(a.correct for a in ablated) / n
             block["ablation_drop"][name] = accuracy_answered - block["ablation"][name]
+    if intervention:
+        block.update(causal_legibility(model, tokenizer, loader, records, answers, questions, **options))
     report = {
         "accuracy": accuracy,  # over every question of the split: a skipped one counts as wrong
         "accuracy_answered": accuracy_answered,  # over the n answered

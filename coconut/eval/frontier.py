@@ -13,7 +13,8 @@ read through the LM head (logit lens) and scored against the nodes of its own qu
 each with its chance level: a node of the graph drawn at random is in the frontier (within the
 hops) with probability |F| / |N| (|W| / |N|), which is also the mass a uniform thought puts on it.
 A node is written by the first token of " X" or of "X" (line start); both count. ProsQA questions
-are read too (`coconut.data.graph.parse_graph`), their multi-token names by their first token.
+are read too (`coconut.data.graph.parse_graph`), their multi-token names by their first token
+(`coconut.data.step_keys.node_tokens`, the rule training's legibility objective uses too).
 """
 
 from __future__ import annotations
@@ -24,21 +25,9 @@ from dataclasses import dataclass
 import torch
 
 from coconut.data.graph import Graph
+from coconut.data.step_keys import node_tokens
 
 FRONTIER_METRICS = ("frontier_topk", "frontier_topk_within", "frontier_mass")
-
-
-def node_tokens(tokenizer, nodes: Sequence[str]) -> dict[int, str]:
-    """token id -> node: the first token of " X" and of "X" for every node (one token each for the
-    built-in graphs; ProsQA's names, "shumpus", span several). A token that starts the names of two
-    nodes of the graph names neither, and is left out."""
-    owners: dict[int, set[str]] = {}
-    for node in nodes:
-        for text in (" " + node, node):
-            encoded = tokenizer.encode(text, add_special_tokens=False)
-            if encoded:
-                owners.setdefault(encoded[0], set()).add(node)
-    return {token: next(iter(named)) for token, named in owners.items() if len(named) == 1}
 
 
 @dataclass(frozen=True)

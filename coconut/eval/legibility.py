@@ -4,7 +4,7 @@ fills them from generation.
 
 Each reference step of a question is either *replaced* (the first `steps_replaced` steps, which
 the stage turned into thoughts; thoughts i*c .. (i+1)*c - 1 stand for step i, c = latents per
-step) or left to be *written*. Its key content is `coconut.eval.steps.step_key`.
+step) or left to be *written*. Its key content is `coconut.data.step_keys.step_key`.
 
   decode_top1 / decode_top5   replaced steps whose key content's first token is the top-1 / among
                               the top-5 tokens of one of their thoughts read through the LM head
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from coconut.data.step_keys import first_token_ids
 from coconut.eval.steps import step_key, steps_match
 
 TOP_K = 5
@@ -67,8 +68,8 @@ def key_tokens_for(tokenizer) -> KeyTokens:
 
     def first_tokens(key: str) -> set[str]:
         if key not in cache:
-            firsts = [tokenizer.encode(text, add_special_tokens=False)[:1] for text in (key, " " + key)]
-            cache[key] = {tokenizer.decode(ids).strip() for ids in firsts if ids} - {""}
+            # The tokens training's legibility objective scores (coconut.data.step_keys), as text.
+            cache[key] = {tokenizer.decode([token]).strip() for token in first_token_ids(tokenizer, key)}
         return cache[key]
 
     return first_tokens

@@ -1,5 +1,6 @@
 """Thought hooks for `ContinuousThoughtLM.run`: record the thoughts each question is fed, or feed
-others in their place (the ablations that ask whether the thoughts are load-bearing).
+others in their place (the ablations that ask whether the thoughts are load-bearing), or edit some
+of them and let the model carry on from there (the interventions of causal legibility).
 
 A hook is built for one prompt batch, since a row's n-th thought sits in a column that depends on
 its padding: it is the n-th `<|latent|>` of that row.
@@ -57,3 +58,30 @@ class ThoughtReplacement:
 
     def __call__(self, thoughts: torch.Tensor, column: int) -> torch.Tensor:
         return self.table[:, column : column + 1].to(thoughts.dtype)  # (B, 1, D)
+
+
+class ThoughtEdit:
+    """Feeds `vector` in place of some of a row's thoughts and lets the model compute the rest:
+    `edits` maps a row to (the numbers n of its thoughts to replace, the vector (D,) fed there). The
+    thoughts after an edited one follow from it (causal legibility, coconut/eval/intervention.py)."""
+
+    def __init__(self, input_ids: torch.Tensor, latent_id: int, edits: dict[int, tuple[range, torch.Tensor]]):
+        batch, width = input_ids.shape
+        self.edited = torch.zeros(batch, width, dtype=torch.bool, device=input_ids.device)  # (B, T)
+        self.table: torch.Tensor | None = None  # (B, T, D)
+        for b, columns in enumerate(_latent_columns(input_ids, latent_id)):
+            if b not in edits:
+                continue
+            numbers, vector = edits[b]
+            if self.table is None:
+                self.table = torch.zeros(batch, width, vector.shape[-1], dtype=vector.dtype, device=input_ids.device)
+            for n in numbers:
+                if n < len(columns):
+                    self.edited[b, columns[n]] = True
+                    self.table[b, columns[n]] = vector
+
+    def __call__(self, thoughts: torch.Tensor, column: int) -> torch.Tensor:
+        if self.table is None:
+            return thoughts
+        replaced = self.table[:, column : column + 1].to(thoughts.dtype)  # (B, 1, D)
+        return torch.where(self.edited[:, column, None, None], replaced, thoughts)

@@ -26,8 +26,14 @@ from coconut.data.records import Record
 from coconut.data.sequences import TokenizedSample, tokenize_records
 
 
-def _collate_sequences(items: list[dict], latent_id: int, pad_id: int) -> dict:
-    return collate_training([i["input_ids"] for i in items], [i["labels"] for i in items], latent_id, pad_id)
+def _collate_sequences(items: list[dict], latent_id: int, pad_id: int, targets: bool = False) -> dict:
+    return collate_training(
+        [i["input_ids"] for i in items],
+        [i["labels"] for i in items],
+        latent_id,
+        pad_id,
+        [i["thought_targets"] for i in items] if targets else None,
+    )
 
 
 def _collate_prompts(items: list[dict], pad_id: int) -> dict:
@@ -107,10 +113,17 @@ class CoconutDataModule(L.LightningDataModule):
         val_generation_size: int,
         seed: int = 0,
         num_workers: int = 0,
+        legibility_targets: bool = False,
     ):
         super().__init__()
         self.records = splits
-        self.samples = {split: tokenize_records(recs, tokenizer) for split, recs in splits.items()}
+        # Training batches carry each thought's key-content tokens for the legibility objective
+        # (`legibility.weight` > 0); only the train split needs them.
+        self.legibility_targets = legibility_targets
+        self.samples = {
+            split: tokenize_records(recs, tokenizer, with_step_targets=legibility_targets and split == "train")
+            for split, recs in splits.items()
+        }
         self.ids, self.method, self.curriculum, self.seed = ids, method, curriculum, seed
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.val_generation_size = val_generation_size
@@ -133,7 +146,12 @@ class CoconutDataModule(L.LightningDataModule):
             seed=self.seed,
             mix_stages=shuffle,
         )
-        collate = partial(_collate_sequences, latent_id=self.ids.latent, pad_id=self.ids.pad)
+        collate = partial(
+            _collate_sequences,
+            latent_id=self.ids.latent,
+            pad_id=self.ids.pad,
+            targets=self.legibility_targets and shuffle,
+        )
         if shuffle:  # an order fixed by (seed, epoch), resumable mid-epoch
             return EpochLoader(
                 train_shard(dataset, self.trainer),

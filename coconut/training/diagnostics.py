@@ -12,7 +12,7 @@
     thoughts/top_tokens   text: for a few samples, each thought's step and its top-k tokens through
                           the LM head (logit lens); for sparse_vocab also the tokens it is mixed from
     projector (tag `thoughts`)   the thought vectors, labelled with the key content of the step each
-                          one replaces (`coconut.eval.steps.step_key`: for `<<a*b=c>>`, c); thoughts
+                          one replaces (`coconut.data.step_keys.step_key`: for `<<a*b=c>>`, c); thoughts
                           j*c .. (j+1)*c - 1 of a sample replace its step j (c = latents per step).
 
 Thought vectors are what the model actually fed, after the thought projection, recorded through
@@ -29,8 +29,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import SparseVocabProjection
 from coconut.data.graph import parse_graph
-from coconut.eval.frontier import node_tokens, score_thought
-from coconut.eval.steps import step_key
+from coconut.data.step_keys import node_tokens, step_key
+from coconut.eval.frontier import score_thought
 from coconut.eval.thought_hooks import ThoughtRecorder
 
 

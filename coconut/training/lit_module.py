@@ -1,10 +1,15 @@
 """The LightningModule: one model step shared by train/val/test, and answer accuracy by greedy
 generation through continuous thoughts.
 
-Logged: `train/loss`, `{val,test}/loss`, `{val,test}/acc` (exact match after the dataset's answer
-normalisation), `{val,test}/tokens_per_answer` (text tokens generated, eos included),
+Logged: `train/loss` (the loss optimised), `{val,test}/loss` (next-token loss), `{val,test}/acc`
+(exact match after the dataset's answer normalisation), `{val,test}/tokens_per_answer` (text tokens
+generated, eos included),
 `{val,test}/legibility/*` (coconut.eval.legibility, on the same questions), and a few decoded
-samples as text. Checkpoints carry what evaluation needs to rebuild the model without the
+samples as text. With the legibility objective on (`legibility_weight` = lambda > 0,
+coconut/core/legibility_objective.py) `train/loss` is the next-token loss + lambda x
+`train/legibility_loss`, `train/lm_loss` the first alone, `train/legibility_thoughts` the thoughts
+scored per batch and `train/legibility_unscored_samples` the samples with thoughts whose steps have
+no key content (they add nothing). Checkpoints carry what evaluation needs to rebuild the model without the
 training run's folder: the tokenizer files and the model config.
 """
 
@@ -18,6 +23,7 @@ import torch
 from torchmetrics import MeanMetric
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from coconut.core.legibility_objective import check_read, thought_legibility
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import build_thought_projection, projection_config
 from coconut.eval.evaluator import (
@@ -44,9 +50,13 @@ class CoconutLitModule(L.LightningModule):
         answer_kind: str = "auto",
         max_new_tokens: int = 64,
         config: dict | None = None,
+        legibility_weight: float = 0.0,
+        legibility_read: str = "lm_head",
     ):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
+        check_read(legibility_read, model.thought_projection)
+        self.legibility_weight, self.legibility_read = legibility_weight, legibility_read
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.answer_kind, self.max_new_tokens = answer_kind, max_new_tokens
         # The resolved run config, saved in every checkpoint and shown in TensorBoard's HPARAMS.
@@ -64,8 +74,22 @@ class CoconutLitModule(L.LightningModule):
         ).loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.model_step(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        size = batch["input_ids"].shape[0]
+        if not self.legibility_weight or "thought_targets" not in batch:  # the paper's method
+            loss = self.model_step(batch)
+            self.log("train/loss", loss, prog_bar=True, batch_size=size)
+            return loss
+        out = self.model(batch["input_ids"], batch["attention_mask"], batch["position_ids"], labels=batch["labels"])
+        term = thought_legibility(
+            self.model, batch["input_ids"], out.hidden_states, batch["thought_targets"], self.legibility_read
+        )
+        loss = out.loss + self.legibility_weight * term.loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/lm_loss", out.loss, batch_size=size)
+        if term.thoughts_scored:  # stage 0 has no thoughts: nothing to log
+            self.log("train/legibility_loss", term.loss, batch_size=term.thoughts_scored)
+        self.log("train/legibility_thoughts", float(term.thoughts_scored), batch_size=size)
+        self.log("train/legibility_unscored_samples", float(term.samples_unscored), batch_size=size)
         return loss
 
     def _eval_step(self, split: str, batch: dict, dataloader_idx: int) -> None:

@@ -61,6 +61,10 @@ def run_config(cfg: DictConfig) -> dict:
     # How many CPU threads ran it is not what it trains: a run resumes under another count, and runs
     # recorded before the key existed still compare equal. run.json records the count apart.
     (resolved.get("trainer") or {}).pop("cpu_threads", None)
+    # The legibility objective off (conf/train.yaml's default) is how every run trained before the
+    # key existed: such a run compares equal to one recorded then.
+    if resolved.get("legibility") == {"weight": 0.0, "read": "lm_head"}:
+        resolved.pop("legibility")
     return {k: v for k, v in resolved.items() if k not in NOT_PART_OF_THE_RUN}
 
 
