@@ -46,6 +46,7 @@ def test_the_scale_equals_a_step_schedule_at_the_first_latent_epoch(scaled, tmp_
         tiny_cfg(
             stepped,
             *RUN,
+            "curriculum.latent_lr_scale=1.0",  # the default run (cpu_quickstart) sets 1/3 itself
             "++scheduler._target_=torch.optim.lr_scheduler.MultiStepLR",
             "++scheduler._partial_=true",
             "++scheduler.milestones=[6]",
