@@ -7,7 +7,10 @@ tokens spent per answer as a plot.
     python scripts/compare.py <suite a> <suite b> ...     # coconut-eval benchmarks=[...] / suite=math folders
 
 Writes compare.md, compare.json and accuracy_vs_tokens.png into --out (default
-outputs/compare/<time>/) and the table and plot to TensorBoard there; prints the table. Folders that
+outputs/compare/<time>/) and the table and plot to TensorBoard there; prints the table. Runs that
+differ only in their seed (folders named `<name>-seed<k>` with the same method, projection and
+stage, as scripts/compare_methods.sh writes them) are also summarised as mean ± std over seeds in
+seeds.md, and the plot shows their means with error bars. Folders that
 hold a summary.json (several benchmarks, one checkpoint) give one row per checkpoint and one column
 per benchmark instead: the accuracy over every question (skipped ones count as wrong), with the
 tokens per answer.
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -92,6 +97,52 @@ def table(reports: list[tuple[Path, dict]]) -> str:
     return "\n".join(lines)
 
 
+SEED_SUFFIX = re.compile(r"-seed\d+$")
+SEED_COLUMNS = [  # header, report key, format of mean and std
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("tokens", "tokens.generated_mean", "{:.1f}"),
+    ("forward passes", "tokens.forward_passes_mean", "{:.1f}"),
+    ("decode top-1", "legibility.decode_top1", "{:.2f}"),
+    ("frontier top-k", "legibility.frontier_topk", "{:.2f}"),
+    ("frontier mass", "legibility.frontier_mass", "{:.2f}"),
+    ("drop w/ other thoughts", "legibility.ablation_drop.other", "{:+.3f}"),
+    ("causal legibility", "legibility.causal", "{:.2f}"),
+]
+
+
+def seed_groups(reports: list[tuple[Path, dict]]) -> dict[tuple, list[dict]]:
+    """Reports grouped by everything but the seed: (name without -seed<k>, method, projection, stage)."""
+    groups: dict[tuple, list[dict]] = {}
+    for folder, report in reports:
+        key = (SEED_SUFFIX.sub("", folder.name), report.get("method"), projection(report), report.get("stage"))
+        groups.setdefault(key, []).append(report)
+    return groups
+
+
+def mean_std(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(spread).lstrip('+')}"
+
+
+def seeds_table(groups: dict[tuple, list[dict]]) -> str:
+    """Mean ± std (sample std) over the seeds of each group; a column's chance level, where it has
+    one, as the mean in brackets."""
+    header = "| run | method | thought projection | stage | seeds | " + " | ".join(h for h, _, _ in SEED_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (5 + len(SEED_COLUMNS))]
+    for (name, method, thought_projection, stage), reports in groups.items():
+        cells = []
+        for _, key, fmt in SEED_COLUMNS:
+            values = [v for v in (lookup(r, key) for r in reports) if v is not None]
+            text = mean_std(values, fmt)
+            chances = [v for v in (lookup(r, BASELINES.get(key, "")) for r in reports) if v is not None]
+            cells.append(f"{text} ({fmt.format(statistics.mean(chances)).lstrip('+')})" if chances and values else text)
+        about = [name, method, thought_projection, stage, len(reports)]
+        lines.append("| " + " | ".join("-" if v is None else str(v) for v in about) + " | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(reports: list[tuple[Path, dict]]):
     import matplotlib  # noqa: PLC0415 (plotting only here)
 
@@ -99,12 +150,14 @@ def plot(reports: list[tuple[Path, dict]]):
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    for folder, report in reports:
-        tokens = lookup(report, "tokens.generated_mean") or 0.0
-        axes.scatter(tokens, report["accuracy"])
-        axes.annotate(
-            f"{report.get('method', folder.name)} (stage {report.get('stage')})", (tokens, report["accuracy"])
-        )
+    for (name, method, _, stage), group in seed_groups(reports).items():
+        tokens = [lookup(r, "tokens.generated_mean") or 0.0 for r in group]
+        accuracy = [r["accuracy"] for r in group]
+        spread = statistics.stdev(accuracy) if len(group) > 1 else 0.0
+        x, y = statistics.mean(tokens), statistics.mean(accuracy)
+        axes.errorbar(x, y, yerr=spread, fmt="o", capsize=3)
+        seeds = f", {len(group)} seeds" if len(group) > 1 else ""
+        axes.annotate(f"{method or name} (stage {stage}{seeds})", (x, y))
     axes.set_xlabel("generated tokens per answer")
     axes.set_ylabel("accuracy")
     axes.set_title("accuracy vs tokens")
@@ -177,6 +230,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     markdown = table(reports)
     (out / "compare.md").write_text(markdown + "\n")
+    groups = seed_groups(reports)
+    if any(len(group) > 1 for group in groups.values()):
+        over_seeds = seeds_table(groups)
+        (out / "seeds.md").write_text(over_seeds + "\n")
+        markdown += "\n\nmean ± std over seeds (chance in brackets):\n\n" + over_seeds
     (out / "compare.json").write_text(json.dumps({str(f): r for f, r in reports}, indent=2) + "\n")
     figure = plot(reports)
     figure.savefig(out / "accuracy_vs_tokens.png", dpi=120)

@@ -35,7 +35,7 @@ def test_every_question_has_exactly_one_reachable_candidate_and_a_valid_path(dep
         assert (a in reachable(graph)) != (b in reachable(graph))
         assert record.answer in reachable(graph) and record.answer in graph.candidates
         # The steps are the hops of a path from the root to the answer, one edge each.
-        hops = [tuple(step.split(" > ")) for step in record.steps]
+        hops = [tuple(step.strip().split(" > ")) for step in record.steps]
         assert len(hops) == depth and hops[0][0] == graph.root and hops[-1][1] == record.answer
         assert all(hop in graph.edges for hop in hops)
         assert all(x[1] == y[0] for x, y in zip(hops, hops[1:]))

@@ -155,5 +155,7 @@ def _graph_problem(rng: random.Random, depth: int, out_degree: int, branches: in
     candidates = [path[-1], decoy_path[-1]]
     rng.shuffle(candidates)
     graph = Graph(edges=tuple(all_edges), root=path[0], candidates=(candidates[0], candidates[1]))
-    steps = tuple(f"{a} > {b}" for a, b in zip(path, path[1:]))
+    # A leading space, as in the question: the node a step names is then the same token as in the
+    # edge list (" A", not "A" after the newline), so a hop is a lookup of that token.
+    steps = tuple(f" {a} > {b}" for a, b in zip(path, path[1:]))
     return Record(question=question_text(graph), steps=steps, answer=path[-1])
