@@ -5,8 +5,8 @@ A question gives a directed acyclic graph as an edge list, a root, and two candi
 one candidate is reachable from the root. The reasoning steps are the hops of the path from the
 root to it, one edge per step; the answer names it:
 
-    question  " A > F , Q > D , F > K , A > C , C > J , D > M , ... . From A , which is reachable : M or K ?"
-    steps     "A > F", "F > K"
+    question  " A F , Q D , F K , A C , C J , D M , ... . From A , which is reachable : M or K ?"
+    steps     " A > F", " F > K"
     answer    "K"
 
 Every graph is two trees of the same shape. The root's tree holds the path to the answer plus
@@ -37,7 +37,7 @@ NODE_NAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _PROSQA_EDGE = re.compile(r"(?:Every (\w+)|(\w+)) is an? (\w+)\.")
 _PROSQA_QUESTION = re.compile(r"Is (\w+) an? (\w+) or an? (\w+)\?|Is (\w+) a (\w+) or (\w+)\?")
 _QUESTION = re.compile(r"^(?P<edges>.*) \. From (?P<root>\w) , which is reachable : (?P<a>\w) or (?P<b>\w) \?$")
-_EDGE = re.compile(r"(\w) > (\w)")
+_EDGE = re.compile(r"(\w) (\w)(?= ,|$)")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,12 @@ class Graph:
 
 
 def question_text(graph: Graph) -> str:
-    edges = " , ".join(f"{a} > {b}" for a, b in graph.edges)
+    # An edge is its two nodes side by side (" A F"), as in Zhu et al.'s graphs: the child is then
+    # the token right after its parent, and looking up "the edge that leaves X" is the plain
+    # induction pattern (find X, copy the next token) that a 2-layer model forms from scratch. With
+    # " A > F" the child sat two tokens after its parent, and a 2-layer GPT-2 or Llama trained on
+    # it for 6,000+ updates never learnt the lookup (docs/results.md, the graph section).
+    edges = " , ".join(f"{a} {b}" for a, b in graph.edges)
     first, second = graph.candidates
     return f" {edges} . From {graph.root} , which is reachable : {first} or {second} ?"
 
