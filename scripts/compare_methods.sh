@@ -11,8 +11,8 @@
 #   scripts/compare_methods.sh outputs/quickstart "cpu_quickstart" "0 1 2" method=no_cot   # a baseline of the quickstart
 #
 # Every run writes its own folder, OUT/runs/<experiment>/seed<k> and OUT/eval/<experiment>-seed<k>;
-# run again, the script skips what is already there (a finished training, a written report), so an
-# interrupted comparison continues where it stopped.
+# run again, the script skips what is already there (a finished training, a written report) and
+# resumes an interrupted training from its last checkpoint, so a comparison continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,10 @@ for experiment in "${experiments[@]}"; do
     for seed in "${seeds[@]}"; do
         run=$out/runs/$experiment/seed$seed
         if [[ ! -f $run/metrics.json ]]; then
+            if [[ -d $run ]]; then
+                # An interrupted training: kept beside, and resumed from its last.ckpt (resume=auto finds it).
+                mv "$run" "$run.interrupted-$(date +%s)"
+            fi
             "$bin/coconut-train" "experiment=$experiment" "seed=$seed" "$@" test=false "hydra.run.dir=$run"
         fi
         evaluation=$out/eval/$experiment-seed$seed

@@ -14,7 +14,8 @@
 # ("0 1 2"), READ (legibility.read: lm_head, or readout for sparse_readout runs; default lm_head),
 # BIN (the folder of coconut-train / coconut-eval / python; default .venv/bin). Runs write
 # OUT/runs/<projection>_w<lambda>_s<seed>, evaluations OUT/eval/<same>, the plot OUT/plot/. A run
-# whose evaluation exists is skipped, so an interrupted sweep continues where it stopped.
+# whose evaluation exists is skipped, and an interrupted training resumes from its last checkpoint, so an
+# interrupted sweep continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,11 +38,15 @@ for projection in "${projections[@]}"; do
             name=${projection}_w${weight}_s${seed}
             evaluations+=("$out/eval/$name")
             [[ -f $out/eval/$name/report.json ]] && continue
-            rm -rf "$out/runs/$name" "$out/eval/$name"  # an unfinished try: trained again from the start
+            if [[ -d $out/runs/$name && ! -f $out/runs/$name/metrics.json ]]; then
+                # An interrupted try: kept beside, and resumed from its last.ckpt (resume=auto finds it).
+                mv "$out/runs/$name" "$out/runs/$name.interrupted-$(date +%s)"
+            fi
+            rm -rf "$out/eval/$name"  # an evaluation without its report.json
             run_read=$read
             [[ $projection == sparse_readout ]] || run_read=lm_head  # only sparse_readout has a readout
             "$bin/coconut-train" "$@" "model/thought_projection=$projection" "legibility.weight=$weight" \
-                "legibility.read=$run_read" "seed=$seed" test=false resume=false "hydra.run.dir=$out/runs/$name"
+                "legibility.read=$run_read" "seed=$seed" test=false "hydra.run.dir=$out/runs/$name"
             "$bin/coconut-eval" "ckpt_path=$out/runs/$name/checkpoints/last.ckpt" "hydra.run.dir=$out/eval/$name"
         done
     done
