@@ -2,6 +2,7 @@
 TensorBoard scalars of a run, and the path to ../shared/data."""
 
 import os
+import urllib.error
 from pathlib import Path
 
 # Tests compare numbers run against run (the same seed twice, a resumed run against an uninterrupted
@@ -105,3 +106,19 @@ def tiny_lm(family: str, vocab_size: int = 64, seed: int = 0):
 @pytest.fixture(params=["gpt2", "llama"])
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def offline(monkeypatch) -> list[str]:
+    """The data preparation's downloads fail as on a machine without network; returns the URLs
+    asked for, in order."""
+    from coconut.data import prepare  # noqa: PLC0415 (import the package only when used)
+
+    calls = []
+
+    def fail(url, timeout=None):
+        calls.append(url)
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(prepare, "urlopen", fail)
+    return calls

@@ -4,7 +4,6 @@ that records without steps are expected there (no warning) and never trained on.
 
 import json
 import logging
-import urllib.error
 
 import pytest
 from conftest import SHARED_DATA, needs_shared_data
@@ -38,16 +37,7 @@ GSM_HARD = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    calls = []
-
-    def fail(url, timeout=None):
-        calls.append(url)
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(prepare, "urlopen", fail)
-    return calls
+pytestmark = pytest.mark.usefixtures("offline")  # urlopen fails in every test (conftest.py)
 
 
 def gsm_hard_file(folder):

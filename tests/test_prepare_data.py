@@ -4,7 +4,6 @@ download by hand when offline. The network is never touched: `urlopen` fails in 
 import json
 import subprocess
 import sys
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,7 @@ from coconut.data.records import Record
 from coconut.data.sources import load_records
 from coconut.data.synthetic import generate_multiplication, multiplication_line
 
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    calls = []
-
-    def fail(url, timeout=None):
-        calls.append(url)
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(prepare, "urlopen", fail)
-    return calls
+pytestmark = pytest.mark.usefixtures("offline")  # urlopen fails in every test (conftest.py)
 
 
 def written(folder, split):
