@@ -155,6 +155,7 @@ BAD_VALUES = [
     ("data.max_new_tokens=0", "data.max_new_tokens must be an integer >= 1"),
     ("+data.limit.train=0", "data.limit.train must be an integer >= 1"),
     ("optimizer.lr=-1e-3", "optimizer.lr must be a number > 0"),
+    ("curriculum.latent_lr_scale=0", "curriculum.latent_lr_scale must be a number > 0"),
     ("data.answer_kind=numeric", "data.answer_kind must be one of number, statement, digits, auto"),
     ("callbacks.last_checkpoint.every_n_train_steps=0", "every_n_train_steps must be an integer >= 1"),
     ("resume=yes", "resume must be auto or false"),

@@ -64,9 +64,10 @@ def validate_config(cfg) -> None:
     every = _get(cfg, "callbacks.last_checkpoint.every_n_train_steps")
     if every is not None:
         _require_int(cfg, "callbacks.last_checkpoint.every_n_train_steps", 1, problems, " (or null)")
-    lr = _get(cfg, "optimizer.lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0):
-        problems.append(f"optimizer.lr must be a number > 0, got {lr!r}")
+    for key in ("optimizer.lr", "curriculum.latent_lr_scale"):
+        value = _get(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
+            problems.append(f"{key} must be a number > 0, got {value!r}")
     kind = _get(cfg, "data.answer_kind")
     if kind is not None and kind not in ANSWER_KINDS:
         problems.append(f"data.answer_kind must be one of {', '.join(ANSWER_KINDS)}, got {kind!r}")
