@@ -35,7 +35,7 @@ def test_every_question_has_exactly_one_reachable_candidate_and_a_valid_path(dep
         assert (a in reachable(graph)) != (b in reachable(graph))
         assert record.answer in reachable(graph) and record.answer in graph.candidates
         # The steps are the hops of a path from the root to the answer, one edge each.
-        hops = [tuple(step.strip().split(" > ")) for step in record.steps]
+        hops = [tuple(step.strip().split(" ")) for step in record.steps]
         assert len(hops) == depth and hops[0][0] == graph.root and hops[-1][1] == record.answer
         assert all(hop in graph.edges for hop in hops)
         assert all(x[1] == y[0] for x, y in zip(hops, hops[1:]))
@@ -83,7 +83,9 @@ def test_node_names_are_one_token_each_and_hops_key_on_the_node_reached():
     records = generate_graph(500, seed=0)
     tokenizer = build_tokenizer([r.question + "\n" + "\n".join(r.steps) + "\n### " + r.answer for r in records], 384)
     assert all(len(tokenizer.encode(" " + n)) == 1 for n in "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    assert step_key("A > F") == "F" and step_key("a > f") == "f"  # case kept: A and a are different nodes
+    assert all(step_key(step) == step.split()[-1] for r in records for step in r.steps)
+    assert step_key("A F") == "F" and step_key("a f") == "f"  # case kept: A and a are different nodes
+    assert step_key("A > F") == "F"  # the format before, in files written then
 
 
 # -- frontier legibility on hand-built thoughts -----------------------------------------------------

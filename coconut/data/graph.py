@@ -6,7 +6,7 @@ one candidate is reachable from the root. The reasoning steps are the hops of th
 root to it, one edge per step; the answer names it:
 
     question  " A F , Q D , F K , A C , C J , D M , ... . From A , which is reachable : M or K ?"
-    steps     " A > F", " F > K"
+    steps     " A F", " F K"
     answer    "K"
 
 Every graph is two trees of the same shape. The root's tree holds the path to the answer plus
@@ -66,11 +66,10 @@ class Graph:
 
 
 def question_text(graph: Graph) -> str:
-    # An edge is its two nodes side by side (" A F"), as in Zhu et al.'s graphs: the child is then
-    # the token right after its parent, and looking up "the edge that leaves X" is the plain
-    # induction pattern (find X, copy the next token) that a 2-layer model forms from scratch. With
-    # " A > F" the child sat two tokens after its parent, and a 2-layer GPT-2 or Llama trained on
-    # it for 6,000+ updates never learnt the lookup (docs/results.md, the graph section).
+    # An edge is its two nodes side by side (" A F"), as in Zhu et al.'s graphs, and a hop is written
+    # the same way (`_graph_problem`): the child is the token right after its parent, so looking up
+    # "the edge that leaves X" is the plain induction pattern (find X, copy the next token) that a
+    # 2-layer model forms from scratch (docs/results.md, the graph section).
     edges = " , ".join(f"{a} {b}" for a, b in graph.edges)
     first, second = graph.candidates
     return f" {edges} . From {graph.root} , which is reachable : {first} or {second} ?"
@@ -160,7 +159,11 @@ def _graph_problem(rng: random.Random, depth: int, out_degree: int, branches: in
     candidates = [path[-1], decoy_path[-1]]
     rng.shuffle(candidates)
     graph = Graph(edges=tuple(all_edges), root=path[0], candidates=(candidates[0], candidates[1]))
-    # A leading space, as in the question: the node a step names is then the same token as in the
-    # edge list (" A", not "A" after the newline), so a hop is a lookup of that token.
-    steps = tuple(f" {a} > {b}" for a, b in zip(path, path[1:]))
+    # A hop is written as its edge is in the question, " A F", with the leading space: the node a step
+    # starts from is then the same token as in the edge list (" A", not "A" after the newline), and
+    # the node it reaches is predicted right after it, so the lookup is the plain induction pattern
+    # (find the token just written, copy the one after it). Written " A > F", the prediction came one
+    # token later, the lookup needed a previous-token head on both sides, and a 2-layer Llama had not
+    # learnt it after 7,500 updates; as " A F" it learns it in ~1,500 (docs/results.md, the graph section).
+    steps = tuple(f" {a} {b}" for a, b in zip(path, path[1:]))
     return Record(question=question_text(graph), steps=steps, answer=path[-1])

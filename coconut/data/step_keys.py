@@ -10,7 +10,7 @@ One rule per task family (`step_key`):
                                              in brackets; the first partial product has none: its digits)
   ProsQA / ProntoQA                          "Every terpus is a brimpus."      -> "brimpus" (the entity the
                                              step reaches: its last word)
-  built-in graph reachability (data=graph)   "A > F"                           -> "F" (the node the hop reaches,
+  built-in graph reachability (data=graph)   "A F" (or "A > F")                -> "F" (the node the hop reaches,
                                              case kept: node names are letters of both cases)
 
 A graph question's hop also has a set-valued key content, the search frontier (`step_targets`): the
@@ -33,7 +33,7 @@ from coconut.data.records import Record
 _CALCULATION = re.compile(r"<<[^<>]*?=\s*([^<>]+?)\s*>>")
 _DIGITS_STEP = re.compile(r"^[\d\s+()]+$")
 _BRACKETED = re.compile(r"\(([\d\s]+)\)")
-_HOP = re.compile(r"^(\w) > (\w)$")
+_HOP = re.compile(r"^(\w) (?:> )?(\w)$")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[.,][0-9]+)*")
 
 
