@@ -7,8 +7,14 @@
 #
 #   scripts/compare_methods.sh OUT "EXPERIMENTS" "SEEDS" [OVERRIDES FOR EVERY RUN...]
 #
-#   scripts/compare_methods.sh outputs/graph "graph_coconut graph_cot graph_no_cot graph_pause_as_thought" "0 1 2"
 #   scripts/compare_methods.sh outputs/quickstart "cpu_quickstart" "0 1 2" method=no_cot   # a baseline of the quickstart
+#
+# {seed} in an override is the run's seed, for runs that continue one of the same seed: the graph
+# methods continue graph_stage0 (conf/experiment/graph_stage0.yaml),
+#
+#   scripts/compare_methods.sh outputs/graph "graph_stage0" "0 1 2"
+#   scripts/compare_methods.sh outputs/graph "graph_coconut graph_cot graph_no_cot graph_pause_as_thought" "0 1 2" \
+#       'init_from=outputs/graph/runs/graph_stage0/seed{seed}/checkpoints/last.ckpt'
 #
 # Every run writes its own folder, OUT/runs/<experiment>/seed<k> and OUT/eval/<experiment>-seed<k>;
 # run again, the script skips what is already there (a finished training, a written report) and
@@ -35,7 +41,9 @@ for experiment in "${experiments[@]}"; do
                 # An interrupted training: kept beside, and resumed from its last.ckpt (resume=auto finds it).
                 mv "$run" "$run.interrupted-$(date +%s)"
             fi
-            "$bin/coconut-train" "experiment=$experiment" "seed=$seed" "$@" test=false "hydra.run.dir=$run"
+            overrides=("${@//\{seed\}/$seed}")
+            "$bin/coconut-train" "experiment=$experiment" "seed=$seed" ${overrides[@]+"${overrides[@]}"} test=false \
+                "hydra.run.dir=$run"
         fi
         evaluation=$out/eval/$experiment-seed$seed
         if [[ ! -f $evaluation/report.json ]]; then

@@ -146,7 +146,9 @@ def test_a_tiny_graph_run_reports_frontier_legibility_in_tensorboard_and_the_rep
 
     run = tmp_path / "run"
     overrides = ["experiment=graph_coconut", "debug=fast", "trainer.max_epochs=2", "test=false"]
-    train(tiny_cfg(run, *overrides, "curriculum.epochs_first_stage=1", "curriculum.epochs_per_stage=1"))
+    # Stage 0 then stage 1 in one run (the preset starts at stage 1 from a graph_stage0 run).
+    overrides += ["curriculum.start_stage=0", "curriculum.epochs_first_stage=1", "curriculum.epochs_per_stage=1"]
+    train(tiny_cfg(run, *overrides))
     tags = scalars(run)
     assert "val/legibility/frontier_topk" in tags and "val/legibility/frontier_mass_chance" in tags
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})

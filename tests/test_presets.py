@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import SHARED_DATA, needs_shared_data
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from coconut.cli.train import CONFIG_DIR, train
 from coconut.core.errors import ConfigError
@@ -20,6 +21,7 @@ from coconut.data.sources import write_records
 from coconut.data.synthetic import generate_arithmetic
 
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+GRAPH_METHODS = ("coconut", "cot", "no_cot", "pause_as_thought")
 # Shrink any preset to seconds on a CPU: a tiny GPT-2 from scratch, one training batch.
 TINY = [
     "model=gpt2_tiny",
@@ -85,9 +87,22 @@ def cot_run(tmp_path_factory, data_dir) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def graph_stage0_run(tmp_path_factory, data_dir) -> Path:
+    """The stage-0 run every graph method continues from: experiment=graph_stage0, shrunk."""
+    run = tmp_path_factory.mktemp("graph_stage0")
+    train(preset_cfg("graph_stage0", run, data_dir))
+    return run
+
+
+# Presets that continue a stage-0 run, and the fixture that made it.
+CONTINUES = {"gsm8k_coconut": "cot_run", **{f"graph_{m}": "graph_stage0_run" for m in GRAPH_METHODS}}
+
+
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_trains_one_step(preset, tmp_path, data_dir, cot_run):
-    extra = [f"init_from={cot_run}/checkpoints/last.ckpt"] if preset == "gsm8k_coconut" else []
+def test_preset_trains_one_step(preset, tmp_path, data_dir, request):
+    start = CONTINUES.get(preset)
+    extra = [f"init_from={request.getfixturevalue(start)}/checkpoints/last.ckpt"] if start else []
     metrics = train(preset_cfg(preset, tmp_path, data_dir, *extra))
     assert 0.0 <= metrics["val/acc"] <= 1.0
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 1
@@ -131,9 +146,24 @@ def test_coconut_from_a_cot_checkpoint_loads_its_weights_and_starts_at_stage_1(t
     assert not all(torch.equal(after[k], v) for k, v in weights.items())
 
 
-def test_skipping_stage_zero_without_a_checkpoint_is_refused(tmp_path, data_dir):
+@pytest.mark.parametrize("preset", ["gsm8k_coconut", *(f"graph_{m}" for m in GRAPH_METHODS)])
+def test_skipping_stage_zero_without_a_checkpoint_is_refused(preset, tmp_path, data_dir):
+    # graph_cot and graph_no_cot too: from scratch they would train a different comparison, silently.
     with pytest.raises(ConfigError, match="init_from=<checkpoint>"):
-        train(preset_cfg("gsm8k_coconut", tmp_path, data_dir))
+        train(preset_cfg(preset, tmp_path, data_dir))
+
+
+def test_every_graph_method_continues_stage_zero_for_the_same_updates():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        stage0 = compose("train", overrides=["experiment=graph_stage0"])
+        methods = [compose("train", overrides=[f"experiment=graph_{m}"]) for m in GRAPH_METHODS]
+    assert stage0.method.name == "cot" and stage0.curriculum.start_stage == 0
+    for cfg in methods:
+        assert cfg.curriculum.start_stage == 1
+        for key in ("trainer.max_epochs", "optimizer.lr", "data.sizes", "data.generator", "data.batch_size", "model"):
+            assert OmegaConf.select(cfg, key) == OmegaConf.select(methods[0], key), key
+        for key in ("data.sizes", "data.generator", "data.batch_size", "model", "optimizer.lr"):
+            assert OmegaConf.select(cfg, key) == OmegaConf.select(stage0, key), key
 
 
 def test_a_missing_prepared_file_names_the_prepare_command(tmp_path):
