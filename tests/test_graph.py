@@ -71,6 +71,16 @@ def test_same_seed_same_data_and_the_knobs_do_what_they_say():
     assert all(len(r.steps) == 5 for r in generate_graph(20, depth=5, distractor_branches=1, nodes=52, seed=0))
 
 
+def test_a_list_of_branch_counts_mixes_graph_sizes():
+    # The first path node's chain has 3 edges, the second's 2, the third's 1: one branch adds 1-3
+    # edges to each of the two trees.
+    mixed = [len(parse_graph(r.question).edges) for r in generate_graph(400, distractor_branches=[0, 1], seed=0)]
+    assert set(mixed) <= {6, 8, 10, 12} and 150 < mixed.count(6) < 250  # about half without a branch
+    assert generate_graph(50, distractor_branches=[1], seed=3) == generate_graph(50, distractor_branches=1, seed=3)
+    with pytest.raises(ConfigError, match="distractor_branches=\\[0, 9\\]"):
+        generate_graph(1, distractor_branches=[0, 9])
+
+
 def test_impossible_knobs_are_one_clear_error():
     with pytest.raises(ConfigError, match="nodes=10"):
         generate_graph(1, depth=3, distractor_branches=2, nodes=10)

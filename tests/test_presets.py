@@ -162,8 +162,10 @@ def test_every_graph_method_continues_stage_zero_for_the_same_updates():
         assert cfg.curriculum.start_stage == 1
         for key in ("trainer.max_epochs", "optimizer.lr", "data.sizes", "data.generator", "data.batch_size", "model"):
             assert OmegaConf.select(cfg, key) == OmegaConf.select(methods[0], key), key
-        for key in ("data.sizes", "data.generator", "data.batch_size", "model", "optimizer.lr"):
+        for key in ("data.sizes", "data.generator.depth", "data.batch_size", "model", "optimizer.lr"):
             assert OmegaConf.select(cfg, key) == OmegaConf.select(stage0, key), key
+        # Stage 0 adds graphs without a branch, where a from-scratch model first forms the lookup.
+        assert cfg.data.generator.distractor_branches == 1 and 1 in stage0.data.generator.distractor_branches
 
 
 def test_a_missing_prepared_file_names_the_prepare_command(tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coconut.core.errors import ConfigError
@@ -98,35 +99,47 @@ def nodes_needed(depth: int, distractor_branches: int, out_degree: int) -> int:
 
 
 def generate_graph(
-    n: int, *, depth: int = 3, out_degree: int = 2, distractor_branches: int = 2, nodes: int = 26, seed: int = 0
+    n: int,
+    *,
+    depth: int = 3,
+    out_degree: int = 2,
+    distractor_branches: int | Sequence[int] = 2,
+    nodes: int = 26,
+    seed: int = 0,
 ) -> list[Record]:
     """`n` reachability questions whose answer is `depth` hops from the root.
 
     depth                 hops from the root to the reachable candidate: the steps per question
     out_degree            most children of a path node (the path's own child and the chains leaving there)
     distractor_branches   dead-end chains leaving the root's path (and the decoy's), each from a path node
-                          with a free child slot, running down to the answer's depth
+                          with a free child slot, running down to the answer's depth; a list draws each
+                          question's count from it (graphs of mixed size, e.g. [0, 1])
     nodes                 node names to draw from (the first `nodes` of A-Z, a-z); a graph uses a random subset
     """
     problems = []
     if n < 0 or depth < 1 or out_degree < 1:
         problems.append(f"need n >= 0, depth >= 1, out_degree >= 1; got {n=}, {depth=}, {out_degree=}")
-    if distractor_branches < 0 or distractor_branches > depth * (out_degree - 1):
+    counts = [distractor_branches] if isinstance(distractor_branches, int) else list(distractor_branches)
+    if not counts or any(not isinstance(c, int) or c < 0 or c > depth * (out_degree - 1) for c in counts):
         problems.append(
             f"distractor_branches={distractor_branches} must be in 0..depth * (out_degree - 1) = "
             f"{depth * max(out_degree - 1, 0)} (each of the {depth} path nodes above the answer has "
-            "out_degree - 1 free child slots)"
+            "out_degree - 1 free child slots), or a non-empty list of such counts"
         )
     if problems:
         raise ConfigError(f"data.generator (generate_graph): {'; '.join(problems)}")
-    needed = nodes_needed(depth, distractor_branches, out_degree)
+    needed = nodes_needed(depth, max(counts), out_degree)
     if not needed <= nodes <= len(NODE_NAMES):
         raise ConfigError(
             f"data.generator (generate_graph): nodes={nodes} must be in {needed}..{len(NODE_NAMES)}: two trees of "
-            f"depth {depth} with {distractor_branches} dead-end chains need up to {needed} distinct single-letter names"
+            f"depth {depth} with {max(counts)} dead-end chains need up to {needed} distinct single-letter names"
         )
     rng = random.Random(seed)
-    return [_graph_problem(rng, depth, out_degree, distractor_branches, nodes) for _ in range(n)]
+    # One count draws nothing, so a plain int gives the same questions as before lists were allowed.
+    return [
+        _graph_problem(rng, depth, out_degree, rng.choice(counts) if len(counts) > 1 else counts[0], nodes)
+        for _ in range(n)
+    ]
 
 
 def _tree_shape(rng: random.Random, depth: int, out_degree: int, branches: int) -> list[int]:
