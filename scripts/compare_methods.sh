@@ -30,7 +30,7 @@ out=$1
 read -r -a experiments <<<"$2"
 read -r -a seeds <<<"$3"
 shift 3
-bin=.venv/bin
+bin=${BIN:-.venv/bin}  # the folder of coconut-train, coconut-eval and python
 
 evaluations=()
 for experiment in "${experiments[@]}"; do

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,3 +49,27 @@ def test_runs_without_seeds_write_no_seed_table(tmp_path):
     command = [sys.executable, str(ROOT / "scripts" / "compare.py"), *map(str, folders), "--out", str(tmp_path / "out")]
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0
     assert not (tmp_path / "out" / "seeds.md").exists()
+
+
+@pytest.mark.slow
+def test_the_methods_script_gives_each_seed_its_own_overrides(tmp_path):
+    """scripts/compare_methods.sh: `{seed}` in an override is the run's seed (the graph methods
+    continue the stage-0 run of their own seed), and every run is trained, evaluated and tabled."""
+    import os
+
+    env = {**os.environ, "BIN": str(Path(sys.executable).parent)}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    overrides = ["debug=fast", "curriculum.max_latent_stage=1", "callbacks.thought_diagnostics=null", "data.seed=1{seed}"]
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "compare_methods.sh"), str(tmp_path), "cpu_quickstart", "0 1", *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for seed in (0, 1):
+        config = json.loads((tmp_path / "runs" / "cpu_quickstart" / f"seed{seed}" / "run.json").read_text())["config"]
+        assert (config["seed"], config["data"]["seed"]) == (seed, 10 + seed)
+        assert (tmp_path / "eval" / f"cpu_quickstart-seed{seed}" / "report.json").is_file()
+    assert "| cpu_quickstart | coconut |" in (tmp_path / "compare" / "seeds.md").read_text()
