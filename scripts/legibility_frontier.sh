@@ -7,9 +7,11 @@
 #   scripts/legibility_frontier.sh OUT [OVERRIDES FOR EVERY RUN...]
 #
 #   scripts/legibility_frontier.sh outputs/frontier                                  # the quickstart's arithmetic
-#   scripts/legibility_frontier.sh outputs/frontier_graph experiment=graph_coconut   # frontier recall on graphs
+#   scripts/legibility_frontier.sh outputs/frontier_graph experiment=graph_coconut \
+#       'init_from=outputs/graph/runs/graph_stage0/seed{seed}/checkpoints/last.ckpt'   # frontier recall on graphs
 #   WEIGHTS="0 0.1" PROJECTIONS=identity SEEDS=0 scripts/legibility_frontier.sh /tmp/f debug=fast   # a smoke test
 #
+# {seed} in an override is the run's seed (the graph methods continue the graph_stage0 run of theirs).
 # Environment: WEIGHTS (default "0 0.03 0.1 0.3 1"), PROJECTIONS ("identity sparse_readout"), SEEDS
 # ("0 1 2"), READ (legibility.read: lm_head, or readout for sparse_readout runs; default lm_head),
 # BIN (the folder of coconut-train / coconut-eval / python; default .venv/bin). Runs write
@@ -45,7 +47,8 @@ for projection in "${projections[@]}"; do
             rm -rf "$out/eval/$name"  # an evaluation without its report.json
             run_read=$read
             [[ $projection == sparse_readout ]] || run_read=lm_head  # only sparse_readout has a readout
-            "$bin/coconut-train" "$@" "model/thought_projection=$projection" "legibility.weight=$weight" \
+            overrides=("${@//\{seed\}/$seed}")  # {seed} in an override: this run's seed
+            "$bin/coconut-train" ${overrides[@]+"${overrides[@]}"} "model/thought_projection=$projection" "legibility.weight=$weight" \
                 "legibility.read=$run_read" "seed=$seed" test=false "hydra.run.dir=$out/runs/$name"
             "$bin/coconut-eval" "ckpt_path=$out/runs/$name/checkpoints/last.ckpt" "hydra.run.dir=$out/eval/$name"
         done
