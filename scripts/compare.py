@@ -150,14 +150,18 @@ def plot(reports: list[tuple[Path, dict]]):
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    for (name, method, _, stage), group in seed_groups(reports).items():
+    groups = seed_groups(reports)
+    methods = [method for _, method, _, _ in groups]
+    for (name, method, _, stage), group in groups.items():
         tokens = [lookup(r, "tokens.generated_mean") or 0.0 for r in group]
         accuracy = [r["accuracy"] for r in group]
         spread = statistics.stdev(accuracy) if len(group) > 1 else 0.0
         x, y = statistics.mean(tokens), statistics.mean(accuracy)
         axes.errorbar(x, y, yerr=spread, fmt="o", capsize=3)
         seeds = f", {len(group)} seeds" if len(group) > 1 else ""
-        axes.annotate(f"{method or name} (stage {stage}{seeds})", (x, y))
+        # The run's name where two runs share a method (COCONUT with and without an objective).
+        label = name if not method or methods.count(method) > 1 else method
+        axes.annotate(f"{label} (stage {stage}{seeds})", (x, y))
     axes.set_xlabel("generated tokens per answer")
     axes.set_ylabel("accuracy")
     axes.set_title("accuracy vs tokens")
