@@ -96,6 +96,7 @@ def test_node_names_are_one_token_each_and_hops_key_on_the_node_reached():
     assert all(step_key(step) == step.split()[-1] for r in records for step in r.steps)
     assert step_key("A F") == "F" and step_key("a f") == "f"  # case kept: A and a are different nodes
     assert step_key("A > F") == "F"  # the format before, in files written then
+    assert step_key("0 6") == "06"  # two digits are a partial product, not a hop
 
 
 # -- frontier legibility on hand-built thoughts -----------------------------------------------------

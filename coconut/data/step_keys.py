@@ -33,7 +33,7 @@ from coconut.data.records import Record
 _CALCULATION = re.compile(r"<<[^<>]*?=\s*([^<>]+?)\s*>>")
 _DIGITS_STEP = re.compile(r"^[\d\s+()]+$")
 _BRACKETED = re.compile(r"\(([\d\s]+)\)")
-_HOP = re.compile(r"^(\w) (?:> )?(\w)$")
+_HOP = re.compile(r"^([A-Za-z]) (?:> )?([A-Za-z])$")  # node names are letters; "0 6" is digits
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[.,][0-9]+)*")
 
 
