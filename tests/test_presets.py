@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from coconut.cli.train import CONFIG_DIR, train
+from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
 from coconut.data.records import Record
 from coconut.data.sources import write_records
@@ -166,6 +167,20 @@ def test_every_graph_method_continues_stage_zero_for_the_same_updates():
             assert OmegaConf.select(cfg, key) == OmegaConf.select(stage0, key), key
         # Stage 0 adds graphs without a branch, where a from-scratch model first forms the lookup.
         assert cfg.data.generator.distractor_branches == 1 and 1 in stage0.data.generator.distractor_branches
+
+
+def test_graph_coconut_ends_with_every_hop_latent_after_equal_stages():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=graph_coconut"])
+    curriculum = Curriculum(
+        epochs_per_stage=cfg.curriculum.epochs_per_stage,
+        max_latent_stage=cfg.curriculum.max_latent_stage,
+        start_stage=cfg.curriculum.start_stage,
+    )
+    stages = [curriculum.stage_for_epoch(epoch) for epoch in range(cfg.trainer.max_epochs)]
+    # The last epochs train with no written hop left (stage = depth), and no latent stage is cut short.
+    assert stages[-1] >= cfg.data.generator.depth
+    assert len({stages.count(stage) for stage in set(stages)}) == 1
 
 
 def test_a_missing_prepared_file_names_the_prepare_command(tmp_path):
