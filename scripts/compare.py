@@ -57,6 +57,7 @@ COLUMNS = [  # header, report key (dotted) or a function of the report, format
     ("legibility loss", "legibility.loss", "{:.2f}"),
     ("frontier top-k (chance)", "legibility.frontier_topk", "{:.2f}"),
     ("frontier mass (chance)", "legibility.frontier_mass", "{:.2f}"),
+    ("off the root's tree (chance)", "legibility.frontier_off_tree", "{:.2f}"),
     ("drop w/ other thoughts", "legibility.ablation_drop.other", "{:+.3f}"),
     ("causal legibility (baseline)", "legibility.causal", "{:.2f}"),
 ]
@@ -66,6 +67,7 @@ BASELINES = {
     "legibility.probe": "legibility.probe_majority",
     "legibility.frontier_topk": "legibility.frontier_topk_chance",
     "legibility.frontier_mass": "legibility.frontier_mass_chance",
+    "legibility.frontier_off_tree": "legibility.frontier_off_tree_chance",
     "legibility.causal": "legibility.causal_baseline",
 }
 
@@ -105,6 +107,7 @@ SEED_COLUMNS = [  # header, report key, format of mean and std
     ("decode top-1", "legibility.decode_top1", "{:.2f}"),
     ("frontier top-k", "legibility.frontier_topk", "{:.2f}"),
     ("frontier mass", "legibility.frontier_mass", "{:.2f}"),
+    ("off the root's tree", "legibility.frontier_off_tree", "{:.2f}"),
     ("drop w/ other thoughts", "legibility.ablation_drop.other", "{:+.3f}"),
     ("causal legibility", "legibility.causal", "{:.2f}"),
 ]

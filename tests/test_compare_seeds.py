@@ -59,7 +59,12 @@ def test_the_methods_script_gives_each_seed_its_own_overrides(tmp_path):
 
     env = {**os.environ, "BIN": str(Path(sys.executable).parent)}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    overrides = ["debug=fast", "curriculum.max_latent_stage=1", "callbacks.thought_diagnostics=null", "data.seed=1{seed}"]
+    overrides = [
+        "debug=fast",
+        "curriculum.max_latent_stage=1",
+        "callbacks.thought_diagnostics=null",
+        "data.seed=1{seed}",
+    ]
     done = subprocess.run(
         [str(ROOT / "scripts" / "compare_methods.sh"), str(tmp_path), "cpu_quickstart", "0 1", *overrides],
         capture_output=True,

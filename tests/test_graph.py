@@ -133,6 +133,21 @@ def test_a_thought_holding_the_frontier_scores_one_and_a_random_one_scores_chanc
     assert block["frontier_topk_chance"] == pytest.approx(0.25)
 
 
+def test_a_thought_searching_from_the_decoy_root_counts_off_tree():
+    graph, names, ids, embeddings = hand_built()
+    assert graph.unreachable == {"S", "E", "F"}
+    decoy_1 = embeddings[names.index("E")]  # depth 1 of the decoy tree S -> E -> F
+    frontier_2 = embeddings[[names.index("C"), names.index("D")]].mean(0)
+    scores = question_frontiers(
+        torch.stack([decoy_1, frontier_2]) @ embeddings.T, graph, steps_replaced=2, latents_per_step=1, ids=ids
+    )
+    assert [(s.topk, s.off_tree) for s in scores] == [(0.0, 1.0), (1.0, 0.0)]
+    block = frontier_block(scores)
+    assert block["frontier_off_tree"] == 0.5
+    assert block["frontier_off_tree_chance"] == pytest.approx(3 / 8)  # S, E, F of the 8 nodes
+    assert block["frontier_by_depth"]["1"]["off_tree"] == 1.0
+
+
 def test_latents_per_step_map_thoughts_to_depths_and_node_tokens_cover_both_spellings():
     graph, names, ids, embeddings = hand_built()
     logits = torch.randn(4, len(names) + 40)

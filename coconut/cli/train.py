@@ -126,8 +126,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # Skipping stage 0 from a base model that never learnt the chain of thought is a mistake; a
         # baseline that continues a stage-0 run (graph_cot, graph_no_cot) says so the same way.
         raise ConfigError(
-            f"curriculum.start_stage={curriculum.start_stage} starts after stage 0, so it needs a model that has learnt "
-            "the chain of thought. Fix: give init_from=<checkpoint> of the stage-0 run the preset names (e.g. "
+            f"curriculum.start_stage={curriculum.start_stage} starts after stage 0, so it needs a model that has "
+            "learnt the chain of thought. Fix: give init_from=<checkpoint> of the stage-0 run the preset names (e.g. "
             "checkpoints/stage0-best.ckpt of `coconut-train experiment=gsm8k_cot`, checkpoints/last.ckpt of "
             "`experiment=graph_stage0` with the same seed), or set curriculum.start_stage=0"
         )

@@ -65,6 +65,12 @@ class Graph:
             layers.append(layer)
         return layers
 
+    @property
+    def unreachable(self) -> set[str]:
+        """The nodes of the graph that no path from the root reaches (the decoy tree, on built-in graphs)."""
+        reached = set().union(*self.frontiers(len(self.nodes)))
+        return set(self.nodes) - reached
+
 
 def question_text(graph: Graph) -> str:
     # An edge is its two nodes side by side (" A F"), as in Zhu et al.'s graphs, and a hop is written

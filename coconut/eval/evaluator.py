@@ -376,7 +376,12 @@ def evaluate(
                 "decoded_thoughts": tokens,
                 "legibility": legible,
                 **(
-                    {"frontier": [{"depth": f.depth, "topk": f.topk, "mass": f.mass} for f in frontier_scores]}
+                    {
+                        "frontier": [
+                            {"depth": f.depth, "topk": f.topk, "mass": f.mass, "off_tree": f.off_tree}
+                            for f in frontier_scores
+                        ]
+                    }
                     if frontier
                     else {}
                 ),

@@ -9,9 +9,14 @@ read through the LM head (logit lens) and scored against the nodes of its own qu
   frontier_topk          share of its top-k tokens (k = |F_{i+1}|) that name frontier nodes
   frontier_topk_within   the same share counting every node within <= i + 1 hops (root included)
   frontier_mass          probability on frontier nodes / probability on all nodes of the graph
+  frontier_off_tree      share of thoughts whose top-1 token names a node the root cannot reach at
+                         all: a search started from the wrong place (on the built-in graphs, the
+                         decoy tree that holds the other candidate), which the shares above only
+                         count as a miss
 
 each with its chance level: a node of the graph drawn at random is in the frontier (within the
-hops) with probability |F| / |N| (|W| / |N|), which is also the mass a uniform thought puts on it.
+hops, off the root's tree) with probability |F| / |N| (|W| / |N|, |U| / |N|), which is also the mass
+a uniform thought puts on it.
 A node is written by the first token of " X" or of "X" (line start); both count. ProsQA questions
 are read too (`coconut.data.graph.parse_graph`), their multi-token names by their first token
 (`coconut.data.step_keys.node_tokens`, the rule training's legibility objective uses too).
@@ -27,7 +32,7 @@ import torch
 from coconut.data.graph import Graph
 from coconut.data.step_keys import node_tokens
 
-FRONTIER_METRICS = ("frontier_topk", "frontier_topk_within", "frontier_mass")
+FRONTIER_METRICS = ("frontier_topk", "frontier_topk_within", "frontier_mass", "frontier_off_tree")
 
 
 @dataclass(frozen=True)
@@ -38,12 +43,15 @@ class ThoughtFrontier:
     mass: float
     topk_chance: float
     within_chance: float
+    off_tree: float  # 1.0 when the top-1 token names a node unreachable from the root
+    off_tree_chance: float
 
 
 def score_thought(
     logits: torch.Tensor,
     frontier: set[str],
     within: set[str],
+    unreachable: set[str],
     graph_nodes: Sequence[str],
     ids: dict[int, str],
     depth: int,
@@ -65,6 +73,8 @@ def score_thought(
         mass=on_frontier / total if total > 0 else 0.0,
         topk_chance=len(frontier) / n,
         within_chance=len(within & set(graph_nodes)) / n,
+        off_tree=float(named[0] in unreachable),
+        off_tree_chance=len(unreachable) / n,
     )
 
 
@@ -83,11 +93,12 @@ def question_frontiers(
     # Nodes no token names unambiguously cannot be read from a thought: they are scored on neither side.
     frontiers = [layer & readable for layer in graph.frontiers(n_steps)]
     nodes = [n for n in graph.nodes if n in readable]
+    unreachable = graph.unreachable & readable
     scores = []
     for t in range(n_steps * latents_per_step):
         depth = t // latents_per_step + 1
         within = set().union(*frontiers[: depth + 1])
-        score = score_thought(logits[t], frontiers[depth], within, nodes, ids, depth)
+        score = score_thought(logits[t], frontiers[depth], within, unreachable, nodes, ids, depth)
         if score is not None:
             scores.append(score)
     return scores
@@ -109,12 +120,15 @@ def frontier_block(scores: Sequence[ThoughtFrontier]) -> dict:
         "frontier_topk_within_chance": mean(s.within_chance for s in scores),
         "frontier_mass": mean(s.mass for s in scores),
         "frontier_mass_chance": mean(s.topk_chance for s in scores),
+        "frontier_off_tree": mean(s.off_tree for s in scores),
+        "frontier_off_tree_chance": mean(s.off_tree_chance for s in scores),
         "frontier_thoughts": len(scores),
     }
     block["frontier_by_depth"] = {
         str(depth): {
             "topk": mean(s.topk for s in scores if s.depth == depth),
             "mass": mean(s.mass for s in scores if s.depth == depth),
+            "off_tree": mean(s.off_tree for s in scores if s.depth == depth),
             "chance": mean(s.topk_chance for s in scores if s.depth == depth),
         }
         for depth in sorted({s.depth for s in scores})

@@ -100,7 +100,11 @@ def _frontier_text(row: dict) -> str:
     """Graph questions: each thought's frontier scores beside its decoded tokens."""
     if not row.get("frontier"):
         return ""
-    scores = ", ".join(f"depth {f['depth']}: top-k {f['topk']:.2f}, mass {f['mass']:.2f}" for f in row["frontier"])
+    scores = ", ".join(
+        f"depth {f['depth']}: top-k {f['topk']:.2f}, mass {f['mass']:.2f}"
+        + (" (off the root's tree)" if f.get("off_tree") else "")
+        for f in row["frontier"]
+    )
     return f"  \n**frontier (per thought):** {scores}"
 
 

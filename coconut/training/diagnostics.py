@@ -204,7 +204,9 @@ class ThoughtDiagnostics(L.Callback):
         frontiers = graph.frontiers(depth)
         logits = model.logits(vector.to(model.lm.device, model.lm.dtype)).float()  # (V,)
         within = set().union(*frontiers)
-        score = score_thought(logits, frontiers[depth], within, graph.nodes, node_tokens(tokenizer, graph.nodes), depth)
+        score = score_thought(
+            logits, frontiers[depth], within, graph.unreachable, graph.nodes, node_tokens(tokenizer, graph.nodes), depth
+        )
         nodes = " ".join(sorted(frontiers[depth]))
         return f"{nodes} ({score.mass:.2f})" if score else "-"
 
