@@ -110,7 +110,7 @@ def generate(
     # them, and one per generated token after the first.
     thoughts = (input_ids == model.latent_token_id).sum(1).tolist()
     prompt_passes = [1 + t + (1 if t else 0) for t in thoughts]
-    emitted = torch.minimum(lengths + finished.long(), torch.tensor(tokens.shape[1])).tolist()
+    emitted = (lengths + finished.long()).clamp(max=tokens.shape[1]).tolist()
     passes = [p + max(e - 1, 0) for p, e in zip(prompt_passes, emitted)]
     return Generation(tokens=generated, emitted=emitted, forward_passes=passes)
 

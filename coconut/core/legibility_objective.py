@@ -83,7 +83,8 @@ def thought_legibility(
     hidden = hidden_states[feeds]  # (N, D), the same order
     scored = (targets >= 0).any(-1)  # (N,)
     row_of = torch.arange(len(counts), device=counts.device).repeat_interleave(counts)  # (N,)
-    rows_scored = torch.zeros_like(counts, dtype=torch.bool).index_put((row_of[scored],), torch.tensor(True))
+    rows_scored = torch.zeros_like(counts, dtype=torch.bool)
+    rows_scored[row_of[scored]] = True
     unscored = int(((counts > 0) & ~rows_scored).sum())
     n = int(scored.sum())
     if n == 0:

@@ -69,7 +69,8 @@ def answer_batch(
         thought_hook=recorder or thought_hook,
     )
     thoughts = recorder.per_row() if recorder else [torch.empty(0)] * len(out.tokens)
-    positions = torch.isin(batch["input_ids"], torch.tensor(list(thought_ids))).sum(1).tolist()
+    thought_id_tensor = torch.tensor(list(thought_ids), device=batch["input_ids"].device)
+    positions = torch.isin(batch["input_ids"], thought_id_tensor).sum(1).tolist()
     answers = []
     for row, index in enumerate(batch["index"]):
         text = tokenizer.decode(out.tokens[row], skip_special_tokens=True)
