@@ -21,7 +21,7 @@ from coconut.cli.train import train
 from coconut.core.errors import ConfigError
 from coconut.data.epoch_loader import EpochLoader
 from coconut.training.callbacks import save_atomically
-from coconut.training.health import NonFiniteLossError
+from coconut.training.health import NonFiniteLossError, avoid_cudnn_attention
 from coconut.training.lit_module import CoconutLitModule
 from coconut.training.runs import find_resumable, read_run, write_run
 
@@ -297,3 +297,16 @@ def test_a_run_recorded_before_the_layers_moved_is_still_resumed(tmp_path):
     old = {"callbacks": {"last_checkpoint": {"_target_": "coconut.callbacks.LastCheckpoint"}}}
     folder = run_record(tmp_path / "a", old, "interrupted", 1.0)
     assert find_resumable([tmp_path], config).folder == folder.resolve()
+
+
+@pytest.mark.parametrize("device, stays_on", [("cpu", True), ("cuda", False)])
+def test_training_on_a_gpu_keeps_off_cudnn_attention(device, stays_on):
+    # cuDNN's attention backward returned NaN in bf16 training on an H200 (docs/results.md, "On a GPU");
+    # CPU runs never use it and keep torch's setting.
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        avoid_cudnn_attention(torch.device(device))
+        assert torch.backends.cuda.cudnn_sdp_enabled() is stays_on
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)

@@ -1,16 +1,20 @@
 """Numerical health of a training run: a NaN or infinite loss stops it with a message naming the
 step, epoch, batch and curriculum stage, and no checkpoint is ever written from non-finite
-weights, so the last good `last.ckpt` and `stage{k}-best.ckpt` survive.
+weights, so the last good `last.ckpt` and `stage{k}-best.ckpt` survive. On a GPU, training keeps
+off the one attention kernel seen to return NaN gradients.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import lightning as L
 import torch
 
 from coconut.core.errors import UserInputError
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(UserInputError, FloatingPointError):
@@ -66,3 +70,14 @@ class StopOnNonFiniteLoss(L.Callback):
                 f"train/loss is {loss.item()} at {where(trainer)}; the run stopped and "
                 f"{last_good_checkpoint(trainer)}. {FIX}"
             )
+
+
+def avoid_cudnn_attention(device: torch.device) -> None:
+    """Turns off cuDNN's fused attention for a training run on CUDA. Its backward returned NaN
+    gradients ~20 steps into stage 1 of the quickstart under bf16-mixed (torch 2.11, H200, anomaly
+    detection: ScaledDotProductCudnnAttentionBackward0), where the math and memory-efficient
+    kernels trained the same steps normally (docs/results.md, "On a GPU"). cuDNN's kernel serves only
+    half precision, so fp32 runs are unaffected either way."""
+    if device.type == "cuda" and torch.backends.cuda.cudnn_sdp_enabled():
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        log.info("cuDNN attention off for training: its backward returned NaN in bf16 COCONUT runs (health.py)")

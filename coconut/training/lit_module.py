@@ -35,6 +35,7 @@ from coconut.eval.evaluator import (
     reasoning_of,
 )
 from coconut.eval.legibility import key_tokens_for
+from coconut.training.health import avoid_cudnn_attention
 
 SAMPLES_LOGGED = 4
 
@@ -157,6 +158,9 @@ class CoconutLitModule(L.LightningModule):
         if self._samples and hasattr(experiment, "add_text") and not self.trainer.sanity_checking:
             experiment.add_text(f"{split}/samples", "\n\n".join(self._samples), self.global_step)
         self._samples = []
+
+    def on_fit_start(self) -> None:
+        avoid_cudnn_attention(self.device)
 
     def on_validation_epoch_end(self) -> None:
         self._log_legibility("val")
