@@ -1,13 +1,14 @@
 """Benchmark: a stage-3 COCONUT training step against a plain teacher-forced step of the same base
 model on the same token sequences (forward + backward + AdamW), measured interleaved in one process.
 
-    python scripts/bench_train_step.py [--repeats 10] [--threads 2]
+    python scripts/bench_train_step.py [--repeats 10] [--threads 2] [--precision bf16]
 
 Prints, per model, the median step time of each and their ratio (target <= 1.15x at GPT-2-small
 size), on CPU also the ratio of the median CPU time the process spent (steadier than wall time on a
 machine shared with other work), and the ratio of peak memory (target <= 1.10x): on CUDA the
 allocator's peak; on CPU, where torch keeps no allocator statistics, the weights and optimizer state
 plus the peak of the step's allocations as the profiler records them.
+`--precision bf16` runs both steps under bf16 autocast, as `trainer.precision=bf16-mixed` does.
 Sequences look like GSM8K-Aug at stage 3 with c=2: a 40-80 token question, <|start-latent|>,
 6 thoughts, <|end-latent|>, then 10-30 tokens of remaining steps and answer.
 """
@@ -62,7 +63,9 @@ def cpu_peak_bytes(step, persistent: int) -> int:
     return persistent + peak
 
 
-def bench(name: str, layers: int, width: int, heads: int, batch_size: int, vocab: int, repeats: int, device: str):
+def bench(
+    name: str, layers: int, width: int, heads: int, batch_size: int, vocab: int, repeats: int, device: str, bf16: bool
+):
     torch.manual_seed(0)
     lm = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_layer=layers, n_embd=width, n_head=heads, n_positions=256))
     lm.to(device).train()
@@ -72,13 +75,15 @@ def bench(name: str, layers: int, width: int, heads: int, batch_size: int, vocab
     ids, mask, pos, labels = (b[k].to(device) for k in ("input_ids", "attention_mask", "position_ids", "labels"))
 
     def coconut_step():
-        loss = model(ids, mask, pos, labels=labels).loss
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(ids, mask, pos, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     def plain_step():  # the same tokens, latent ids read as ordinary tokens
-        loss = lm(input_ids=ids, attention_mask=mask, position_ids=pos, labels=labels).loss
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = lm(input_ids=ids, attention_mask=mask, position_ids=pos, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -128,17 +133,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--only", default=None, help="run only models whose name contains this")
+    parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="bf16: steps under bf16 autocast")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(
-        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {THOUGHTS} thoughts/sample, "
+        f"device {device}, precision {args.precision}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{THOUGHTS} thoughts/sample, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, coconut from {Path(coconut.__file__).parent}"
     )
     for name, spec in MODELS.items():
         if args.only is None or args.only in name:
-            bench(name, *spec, repeats=args.repeats, device=device)
+            bench(name, *spec, repeats=args.repeats, device=device, bf16=args.precision == "bf16")
 
 
 if __name__ == "__main__":
