@@ -160,7 +160,8 @@ def test_latents_per_step_map_thoughts_to_depths_and_node_tokens_cover_both_spel
 
 
 # -- end to end: a graph run reports frontier legibility --------------------------------------------
-def test_a_tiny_graph_run_reports_frontier_legibility_in_tensorboard_and_the_report(tmp_path):
+@pytest.mark.parametrize("preset, thoughts_per_hop", [("graph_coconut", 1), ("graph_coconut_frontier", 2)])
+def test_a_tiny_graph_run_reports_frontier_legibility_in_tensorboard_and_the_report(tmp_path, preset, thoughts_per_hop):
     import json
 
     from conftest import scalars, tiny_cfg
@@ -171,12 +172,13 @@ def test_a_tiny_graph_run_reports_frontier_legibility_in_tensorboard_and_the_rep
     from coconut.cli.train import CONFIG_DIR, train
 
     run = tmp_path / "run"
-    overrides = ["experiment=graph_coconut", "debug=fast", "trainer.max_epochs=2", "test=false"]
+    overrides = [f"experiment={preset}", "debug=fast", "trainer.max_epochs=2", "test=false"]
     # Stage 0 then stage 1 in one run (the preset starts at stage 1 from a graph_stage0 run).
     overrides += ["curriculum.start_stage=0", "curriculum.epochs_first_stage=1", "curriculum.epochs_per_stage=1"]
     train(tiny_cfg(run, *overrides))
     tags = scalars(run)
     assert "val/legibility/frontier_topk" in tags and "val/legibility/frontier_mass_chance" in tags
+    assert ("train/legibility_loss" in tags) == (preset == "graph_coconut_frontier")  # the frontier objective
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
     table = events.Tensors("thoughts/top_tokens/text_summary")[-1].tensor_proto.string_val[0].decode()
@@ -191,7 +193,7 @@ def test_a_tiny_graph_run_reports_frontier_legibility_in_tensorboard_and_the_rep
     assert set(legibility["frontier_by_depth"]) == {"1"}  # stage 1: one thought, for the first hop
     assert "frontier_topk" in (tmp_path / "eval" / "report.md").read_text()
     row = json.loads((tmp_path / "eval" / "samples.jsonl").read_text().splitlines()[0])
-    assert [f["depth"] for f in row["frontier"]] == [1]
+    assert [f["depth"] for f in row["frontier"]] == [1] * thoughts_per_hop
 
 
 def test_the_verdict_line_reads_the_swap_ablation():

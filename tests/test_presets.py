@@ -97,7 +97,8 @@ def graph_stage0_run(tmp_path_factory, data_dir) -> Path:
 
 
 # Presets that continue a stage-0 run, and the fixture that made it.
-CONTINUES = {"gsm8k_coconut": "cot_run", **{f"graph_{m}": "graph_stage0_run" for m in GRAPH_METHODS}}
+GRAPH_CONTINUING = [f"graph_{m}" for m in (*GRAPH_METHODS, "coconut_frontier")]
+CONTINUES = {"gsm8k_coconut": "cot_run", **dict.fromkeys(GRAPH_CONTINUING, "graph_stage0_run")}
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -147,7 +148,7 @@ def test_coconut_from_a_cot_checkpoint_loads_its_weights_and_starts_at_stage_1(t
     assert not all(torch.equal(after[k], v) for k, v in weights.items())
 
 
-@pytest.mark.parametrize("preset", ["gsm8k_coconut", *(f"graph_{m}" for m in GRAPH_METHODS)])
+@pytest.mark.parametrize("preset", ["gsm8k_coconut", *GRAPH_CONTINUING])
 def test_skipping_stage_zero_without_a_checkpoint_is_refused(preset, tmp_path, data_dir):
     # graph_cot and graph_no_cot too: from scratch they would train a different comparison, silently.
     with pytest.raises(ConfigError, match="init_from=<checkpoint>"):
@@ -181,6 +182,17 @@ def test_graph_coconut_ends_with_every_hop_latent_after_equal_stages():
     # The last epochs train with no written hop left (stage = depth), and no latent stage is cut short.
     assert stages[-1] >= cfg.data.generator.depth
     assert len({stages.count(stage) for stage in set(stages)}) == 1
+
+
+def test_graph_coconut_frontier_is_the_measured_recipe_and_nothing_else():
+    # docs/results.md's 0.947 came from graph_coconut with these two overrides: the preset must stay them.
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        preset = compose("train", overrides=["experiment=graph_coconut_frontier"])
+        measured = compose(
+            "train", overrides=["experiment=graph_coconut", "curriculum.c_thought=2", "legibility.weight=1"]
+        )
+    assert preset.curriculum.c_thought == 2 and preset.legibility.weight == 1.0
+    assert OmegaConf.to_container(preset) == OmegaConf.to_container(measured)
 
 
 def test_a_missing_prepared_file_names_the_prepare_command(tmp_path):
