@@ -33,6 +33,13 @@ def accepts_position_ids(decoder: torch.nn.Module) -> bool:
     return any(p.name == "position_ids" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def cache_keyword(decoder: torch.nn.Module) -> str:
+    """The name under which `decoder.forward` takes its KV cache: `cache` from transformers 5.2x on
+    (`past_key_values` is deprecated there, to be removed in 5.40), `past_key_values` before and in
+    models that kept it."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
 def _tolerance(dtype: torch.dtype) -> float:
     return 1e-4 if dtype in (torch.float32, torch.float64) else 3e-2
 
@@ -63,9 +70,8 @@ def _padding_error(lm: PreTrainedModel, embeds: torch.Tensor, mask: torch.Tensor
     hidden = []
     for lo, hi in ((0, FIRST_CHUNK), (FIRST_CHUNK, REAL + PADS)):
         kwargs = {"position_ids": positions[:, lo:hi]} if with_positions else {}
-        out = lm.base_model(
-            inputs_embeds=embeds[:, lo:hi], attention_mask=mask[:, :hi], past_key_values=cache, use_cache=True, **kwargs
-        )
+        kwargs[cache_keyword(lm.base_model)] = cache
+        out = lm.base_model(inputs_embeds=embeds[:, lo:hi], attention_mask=mask[:, :hi], use_cache=True, **kwargs)
         hidden.append(out.last_hidden_state)
     hidden = torch.cat(hidden, 1)  # (2, T, D)
     return _relative_difference(hidden[0, :REAL], hidden[1, PADS:])

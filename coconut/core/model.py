@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
-from coconut.core.decoder_probe import probe_decoder
+from coconut.core.decoder_probe import cache_keyword, probe_decoder
 from coconut.core.thought_band import buffered_cache, deferred_weight_grads
 
 # (thoughts (B, 1, D), column of the input) -> the thoughts to feed; rows that are not latent at
@@ -118,6 +118,7 @@ class ContinuousThoughtLM(nn.Module):
         # decoder that takes them through **kwargs, or builds ALiBi from the mask like Bloom, cannot
         # be told from its signature); raises for a model this forward cannot reproduce.
         self._takes_position_ids = probe_decoder(lm, lm_logits)
+        self._cache_keyword = cache_keyword(self.decoder)
         # Norms (B, n_band) of the thoughts fed by the last `run`, NaN where a band column held no
         # latent; None when it had no thoughts. Detached and never read here: diagnostics read it at
         # logging steps only, so the training step gains no host sync.
@@ -142,9 +143,8 @@ class ContinuousThoughtLM(nn.Module):
 
     def _decode(self, embeds, attention_mask, position_ids, cache) -> torch.Tensor:
         kwargs = {"position_ids": position_ids} if self._takes_position_ids else {}
-        out = self.decoder(
-            inputs_embeds=embeds, attention_mask=attention_mask, past_key_values=cache, use_cache=True, **kwargs
-        )
+        kwargs[self._cache_keyword] = cache
+        out = self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=True, **kwargs)
         return out.last_hidden_state
 
     def run(
