@@ -160,11 +160,12 @@ def plot(reports: list[tuple[Path, dict]]):
         accuracy = [r["accuracy"] for r in group]
         spread = statistics.stdev(accuracy) if len(group) > 1 else 0.0
         x, y = statistics.mean(tokens), statistics.mean(accuracy)
-        axes.errorbar(x, y, yerr=spread, fmt="o", capsize=3)
         seeds = f", {len(group)} seeds" if len(group) > 1 else ""
         # The run's name where two runs share a method (COCONUT with and without an objective).
         label = name if not method or methods.count(method) > 1 else method
-        axes.annotate(f"{label} (stage {stage}{seeds})", (x, y))
+        # A legend, not labels beside the points: methods at chance sit on top of each other.
+        axes.errorbar(x, y, yerr=spread, fmt="o", capsize=3, label=f"{label} (stage {stage}{seeds})")
+    axes.legend(fontsize="small", loc="best")
     axes.set_xlabel("generated tokens per answer")
     axes.set_ylabel("accuracy")
     axes.set_title("accuracy vs tokens")
