@@ -75,9 +75,9 @@ class StopOnNonFiniteLoss(L.Callback):
 def avoid_cudnn_attention(device: torch.device) -> None:
     """Turns off cuDNN's fused attention for a training run on CUDA. Its backward returned NaN
     gradients ~20 steps into stage 1 of the quickstart under bf16-mixed (torch 2.11, H200, anomaly
-    detection: ScaledDotProductCudnnAttentionBackward0), where the math and memory-efficient
-    kernels trained the same steps normally (docs/results.md, "On a GPU"). cuDNN's kernel serves only
-    half precision, so fp32 runs are unaffected either way."""
+    detection: ScaledDotProductCudnnAttentionBackward0); with it off, the same bf16 steps trained
+    normally (docs/results.md, "On a GPU"). cuDNN's kernel serves only half precision, so fp32 runs
+    are unaffected either way."""
     if device.type == "cuda" and torch.backends.cuda.cudnn_sdp_enabled():
         torch.backends.cuda.enable_cudnn_sdp(False)
         log.info("cuDNN attention off for training: its backward returned NaN in bf16 COCONUT runs (health.py)")
