@@ -67,10 +67,11 @@ def _padding_error(lm: PreTrainedModel, embeds: torch.Tensor, mask: torch.Tensor
     passes as `ContinuousThoughtLM.run` does."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=lm.config)
+    cache_argument = cache_keyword(lm.base_model)
     hidden = []
     for lo, hi in ((0, FIRST_CHUNK), (FIRST_CHUNK, REAL + PADS)):
         kwargs = {"position_ids": positions[:, lo:hi]} if with_positions else {}
-        kwargs[cache_keyword(lm.base_model)] = cache
+        kwargs[cache_argument] = cache
         out = lm.base_model(inputs_embeds=embeds[:, lo:hi], attention_mask=mask[:, :hi], use_cache=True, **kwargs)
         hidden.append(out.last_hidden_state)
     hidden = torch.cat(hidden, 1)  # (2, T, D)
