@@ -186,6 +186,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         tokenizer,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        scheduler_interval=cfg.get("scheduler_interval", "step"),
         answer_kind=cfg.data.answer_kind,
         max_new_tokens=cfg.data.max_new_tokens,
         config=OmegaConf.to_container(cfg, resolve=True),

@@ -23,6 +23,7 @@ import torch
 from torchmetrics import MeanMetric
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from coconut.core.errors import ConfigError
 from coconut.core.legibility_objective import check_read, thought_legibility
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import build_thought_projection, projection_config
@@ -48,6 +49,7 @@ class CoconutLitModule(L.LightningModule):
         *,
         optimizer,
         scheduler=None,
+        scheduler_interval: str = "step",
         answer_kind: str = "auto",
         max_new_tokens: int = 64,
         config: dict | None = None,
@@ -58,7 +60,10 @@ class CoconutLitModule(L.LightningModule):
         self.model, self.tokenizer = model, tokenizer
         check_read(legibility_read, model.thought_projection)
         self.legibility_weight, self.legibility_read = legibility_weight, legibility_read
+        if scheduler_interval not in ("step", "epoch"):
+            raise ConfigError(f"scheduler_interval must be step or epoch, got {scheduler_interval!r}")
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval = scheduler_interval
         self.answer_kind, self.max_new_tokens = answer_kind, max_new_tokens
         # The resolved run config, saved in every checkpoint and shown in TensorBoard's HPARAMS.
         self.save_hyperparameters({"config": config or {}})
@@ -176,7 +181,7 @@ class CoconutLitModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
 
     # -- self-contained checkpoints -------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
