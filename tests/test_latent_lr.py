@@ -86,26 +86,26 @@ def test_a_run_resumed_in_the_first_latent_epoch_drops_the_rate_once(scaled, tmp
     assert resumed["train/loss"] == pytest.approx(metrics["train/loss"], abs=1e-6)
 
 
-def test_an_epoch_scheduler_counts_epochs_whatever_the_batches_per_epoch(scaled, tmp_path):
-    # Epoch 1 starts at update 6 here: a milestone at epoch 1 is the step schedule's milestone at
-    # update 6, on top of the latent stage's drop, update for update.
+def test_an_epoch_milestone_trains_like_the_step_milestone_at_that_epochs_first_update(scaled, tmp_path):
+    # Epoch 1 starts at update 6 here; both milestones come on top of the latent stage's drop.
     folder, _ = scaled
     lr = tiny_cfg(tmp_path, *RUN).optimizer.lr
-    runs = {
-        interval: tmp_path / interval
-        for interval in ("epoch", "step")
-    }
-    milestone = {"epoch": 1, "step": 6}
-    for interval, run in runs.items():
+    milestones = {"epoch": 1, "step": 6}
+    for interval, milestone in milestones.items():
         train(
             tiny_cfg(
-                run, *RUN, SCALE, *MULTISTEP, f"scheduler_interval={interval}",
-                f"++scheduler.milestones=[{milestone[interval]}]", "++scheduler.gamma=0.5",
+                tmp_path / interval,
+                *RUN,
+                SCALE,
+                *MULTISTEP,
+                f"scheduler_interval={interval}",
+                f"++scheduler.milestones=[{milestone}]",
+                "++scheduler.gamma=0.5",
             )
         )
-    assert losses(runs["epoch"]) == losses(runs["step"])
-    assert losses(runs["epoch"])[:6] == losses(folder)[:6]  # the same rate before the milestone
-    assert final_lrs(runs["epoch"]) == pytest.approx([lr * 0.3333333 * 0.5])
+    assert losses(tmp_path / "epoch") == losses(tmp_path / "step")  # every update, exactly
+    assert losses(tmp_path / "epoch")[:6] == losses(folder)[:6]  # the same rate before the milestone
+    assert final_lrs(tmp_path / "epoch") == pytest.approx([lr * 0.3333333 * 0.5])
 
 
 def test_a_scheduler_interval_other_than_step_or_epoch_is_refused(tmp_path):
@@ -116,11 +116,20 @@ def test_a_scheduler_interval_other_than_step_or_epoch_is_refused(tmp_path):
 def test_the_default_run_trains_at_3e_3_then_1e_3_then_3e_4_for_its_last_four_epochs(tmp_path):
     # The quickstart's own schedule (no debug=fast, which shortens it), one update per epoch.
     tiny = [
-        "data.sizes={train: 16, val: 8, test: 8}", "data.batch_size=16", "data.eval_batch_size=8",
-        "data.val_generation_size=8", "data.max_new_tokens=8", "model.architecture.n_layer=1",
-        "model.architecture.n_embd=32", "model.architecture.n_head=2", "model.tokenizer_vocab_size=300",
-        "++trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "callbacks.thought_diagnostics=null",
-        "test=false", f"paths.output_dir={tmp_path}",
+        "data.sizes={train: 16, val: 8, test: 8}",
+        "data.batch_size=16",
+        "data.eval_batch_size=8",
+        "data.val_generation_size=8",
+        "data.max_new_tokens=8",
+        "model.architecture.n_layer=1",
+        "model.architecture.n_embd=32",
+        "model.architecture.n_head=2",
+        "model.tokenizer_vocab_size=300",
+        "++trainer.limit_val_batches=1",
+        "trainer.log_every_n_steps=1",
+        "callbacks.thought_diagnostics=null",
+        "test=false",
+        f"paths.output_dir={tmp_path}",
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         train(compose(config_name="train", overrides=tiny))
