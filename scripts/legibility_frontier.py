@@ -41,6 +41,8 @@ def point_of(report: dict) -> dict | None:
     train = lookup(report, "config.train") or {}
     projection = lookup(train, "model.thought_projection")
     projection = projection.get("name") if isinstance(projection, dict) else projection or "identity"
+    if lookup(report, "legibility.read") == "readout":  # coconut-eval legibility.read=readout: its own point
+        projection += " (read by its readout)"
     measured = [(label, lookup(report, key)) for label, key in LEGIBILITY if lookup(report, key) is not None]
     if not measured:
         return None

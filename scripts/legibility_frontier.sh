@@ -13,7 +13,8 @@
 #
 # {seed} in an override is the run's seed (the graph methods continue the graph_stage0 run of theirs).
 # Environment: WEIGHTS (default "0 0.03 0.1 0.3 1"), PROJECTIONS ("identity sparse_readout"), SEEDS
-# ("0 1 2"), READ (legibility.read: lm_head, or readout for sparse_readout runs; default lm_head),
+# ("0 1 2"), READ (legibility.read, of training and of evaluation: lm_head, or readout for the sparse_readout
+# runs, which then read their thoughts by the readout too; default lm_head),
 # BIN (the folder of coconut-train / coconut-eval / python; default .venv/bin). Runs write
 # OUT/runs/<projection>_w<lambda>_s<seed>, evaluations OUT/eval/<same>, the plot OUT/plot/. A run
 # whose evaluation exists is skipped, and an interrupted training resumes from its last checkpoint, so an
@@ -50,7 +51,8 @@ for projection in "${projections[@]}"; do
             overrides=("${@//\{seed\}/$seed}")  # {seed} in an override: this run's seed
             "$bin/coconut-train" ${overrides[@]+"${overrides[@]}"} "model/thought_projection=$projection" "legibility.weight=$weight" \
                 "legibility.read=$run_read" "seed=$seed" test=false "hydra.run.dir=$out/runs/$name"
-            "$bin/coconut-eval" "ckpt_path=$out/runs/$name/checkpoints/last.ckpt" "hydra.run.dir=$out/eval/$name"
+            "$bin/coconut-eval" "ckpt_path=$out/runs/$name/checkpoints/last.ckpt" "legibility.read=$run_read" \
+                "hydra.run.dir=$out/eval/$name"
         done
     done
 done

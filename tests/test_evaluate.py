@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from coconut.cli.checks import CheckpointError
 from coconut.cli.evaluate import run_evaluation
 from coconut.cli.train import CONFIG_DIR, train
-from coconut.core.errors import UserInputError
+from coconut.core.errors import ConfigError, UserInputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,6 +144,16 @@ def test_an_incompatible_method_is_refused_before_evaluating(trained, tmp_path):
         run_evaluation(eval_cfg(tmp_path / "cot", ckpt, "method=cot"))
     final = run_evaluation(eval_cfg(tmp_path / "final", ckpt, "method=no_curriculum", "legibility.ablations=[]"))
     assert final["method"] == "no_curriculum" and final["stage"] == 2  # the final stage (max_latent_stage 1 + 1)
+
+
+def test_reading_thoughts_by_a_readout_needs_a_sparse_readout_checkpoint(trained, tmp_path):
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    refused = "legibility.read=readout .* trained with identity. Fix: legibility.read=lm_head"
+    with pytest.raises(ConfigError, match=refused):
+        run_evaluation(eval_cfg(tmp_path / "readout", ckpt, "legibility.read=readout"))
+    with pytest.raises(ConfigError, match="legibility.read=probe: choose one of lm_head, readout"):
+        run_evaluation(eval_cfg(tmp_path / "probe", ckpt, "legibility.read=probe"))
+    assert not (tmp_path / "readout").exists() and not (tmp_path / "probe").exists()
 
 
 def test_questions_without_room_to_answer_are_skipped_or_refused(trained, tmp_path):

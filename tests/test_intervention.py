@@ -70,6 +70,7 @@ class HandBuiltModel(nn.Module):
         self.tokenizer, self.reads_thought = tokenizer, reads_thought
         self.table = nn.Parameter(torch.eye(len(tokenizer)), requires_grad=False)
         self.latent_token_id = special_ids(tokenizer).latent
+        self.thought_projection = nn.Identity()  # as ContinuousThoughtLM's; never called: run() builds the thought
         self.digits = {tokenizer.convert_tokens_to_ids(str(d)): d for d in range(10)}
 
     def embed(self, ids):

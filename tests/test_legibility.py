@@ -76,9 +76,10 @@ def test_a_thought_that_is_the_answers_embedding_decodes_to_it(reader):
     keys = [[rng.randrange(10) for _ in range(3)] for _ in range(60)]
     weight = model.lm.get_output_embeddings().weight.detach()
     thoughts = [weight[[numbers[k] for k in row]] for row in keys]  # (3, D) each
-    tokens = [read_thoughts(model, tokenizer, t) for t in thoughts]
+    answers = answers_with(thoughts)
+    tokens = [read_thoughts(model, tokenizer, a) for a in answers]
     questions = questions_for(keys, tokens, steps_replaced=3)
-    block, per_question = legibility_block(questions, answers_with(thoughts), leg.key_tokens_for(tokenizer))
+    block, per_question = legibility_block(questions, answers, leg.key_tokens_for(tokenizer))
     assert block["decode_top1"] == 1.0 and block["decode_top5"] == 1.0
     assert block["decode_top1_chance"] < 0.3  # another question's digits: ~1/10
     assert block["probe"] == 1.0  # each digit has its own vector
@@ -92,8 +93,9 @@ def test_random_thoughts_decode_near_chance(reader):
     keys = [[rng.randrange(10) for _ in range(3)] for _ in range(150)]
     generator = torch.Generator().manual_seed(0)
     thoughts = [torch.randn(3, model.config.n_embd, generator=generator) for _ in keys]
-    tokens = [read_thoughts(model, tokenizer, t) for t in thoughts]
-    block, _ = legibility_block(questions_for(keys, tokens, 3), answers_with(thoughts), leg.key_tokens_for(tokenizer))
+    answers = answers_with(thoughts)
+    tokens = [read_thoughts(model, tokenizer, a) for a in answers]
+    block, _ = legibility_block(questions_for(keys, tokens, 3), answers, leg.key_tokens_for(tokenizer))
     assert abs(block["decode_top5"] - block["decode_top5_chance"]) < 0.1
     assert abs(block["decode_top1"] - block["decode_top1_chance"]) < 0.1
     assert block["probe"] < 0.25  # nothing to learn: about one class in ten

@@ -36,12 +36,14 @@ def test_seeds_become_one_point_with_mean_and_std_and_the_plot_is_written(tmp_pa
         write(tmp_path / "b", report("identity", 0.0, 1, 0.6, {"decode_top1": 0.3})),
         write(tmp_path / "c", report("sparse_readout", 0.3, 0, 0.5, {"decode_top1": 0.9})),
         write(tmp_path / "d", report("identity", 0.3, 0, 0.7, {"decode_top1": None})),  # no thoughts: left out
+        write(tmp_path / "e", report("sparse_readout", 0.3, 1, 0.5, {"decode_top1": 0.95, "read": "readout"})),
     ]
     points = [p for p in (lf.point_of(json.loads((f / "report.json").read_text())) for f in folders) if p]
     rows = lf.frontier(points)
     assert [(r["projection"], r["weight"], r["seeds"]) for r in rows] == [
         ("identity", 0.0, 2),
         ("sparse_readout", 0.3, 1),
+        ("sparse_readout (read by its readout)", 0.3, 1),  # another reading of the thoughts: not pooled
     ]
     assert rows[0]["accuracy"] == pytest.approx(0.7) and rows[0]["accuracy_std"] == pytest.approx(0.1414, abs=1e-4)
     assert rows[0]["legibility"] == pytest.approx(0.2) and rows[1]["legibility_std"] == 0.0

@@ -171,3 +171,15 @@ def test_a_sparse_readout_run_with_the_objective_logs_it_and_evaluates_causal_le
         assert 0.0 <= legibility[name] <= 1.0
     assert "legibility.causal" in (tmp_path / "eval" / "report.md").read_text()
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["legibility"]["causal_edits"] > 0
+    assert legibility["read"] == "lm_head"  # the logit lens unless asked
+    readout = run_evaluation(
+        eval_cfg(
+            tmp_path / "eval_readout",
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            "legibility.read=readout",
+            "legibility.ablations=[]",
+            "legibility.intervention=false",
+        )
+    )
+    assert readout["legibility"]["read"] == "readout" and readout["accuracy"] == report["accuracy"]
+    assert 0.0 <= readout["legibility"]["decode_top1"] <= readout["legibility"]["decode_top5"] <= 1.0

@@ -21,6 +21,7 @@ from coconut.core.thought_projection import (
     projection_config,
 )
 from coconut.data.collate import collate_training
+from coconut.eval.evaluator import Answer, read_thoughts
 from coconut.eval.thought_hooks import ThoughtRecorder
 from coconut.training.lit_module import rebuild_from_checkpoint
 
@@ -172,6 +173,40 @@ def test_sparse_readout_is_exactly_k_weighted_token_embeddings_picked_by_its_own
         torch.testing.assert_close(projection(hidden), by_hand, atol=1e-6, rtol=1e-5)
         # Not the LM head's tokens: those would be sparse_vocab's.
         assert not torch.equal(projection.mixture(hidden)[1], lm.get_output_embeddings()(hidden).topk(3).indices)
+
+
+class TokenNames:
+    """A tokenizer's decode, enough for read_thoughts: token i is written t<i>."""
+
+    def decode(self, ids: list[int]) -> str:
+        return f"t{ids[0]}"
+
+
+def test_reading_by_the_readout_gives_each_sparse_readout_thought_its_own_tokens(family):
+    lm = tiny_lm(family).eval()
+    projection = build_thought_projection({"name": "sparse_readout", "k": 3}, lm)
+    with torch.no_grad():
+        projection.readout.copy_(torch.randn_like(projection.readout))  # R now differs from the LM head
+    model = ContinuousThoughtLM(lm, LATENT, projection)
+    batch = padded_batch()
+    recorder = ThoughtRecorder(batch["input_ids"], LATENT, projection=projection)
+    with torch.no_grad():
+        hidden, _ = model.run(batch["input_ids"], batch["attention_mask"], batch["position_ids"], thought_hook=recorder)
+    recorder.close()
+    assert not projection._forward_pre_hooks  # the recorder leaves the model as it found it
+    before = model.thoughts(batch["input_ids"], hidden, LATENT)  # the hidden state before each latent
+    rows = zip(recorder.per_row(), recorder.sources_per_row(), before)
+    for i, (fed, sources, source) in enumerate(rows):
+        answer = Answer(i, "", "", False, 1, 1, len(fed), fed, sources)
+        if not len(source):
+            assert read_thoughts(model, TokenNames(), answer, read="readout") == []
+            continue
+        torch.testing.assert_close(sources, source)  # what each thought was projected from
+        with torch.no_grad():
+            torch.testing.assert_close(fed, projection(source))
+            mixed = projection.mixture(source)[1].tolist()  # (n, 3): the tokens each thought is mixed from
+        read = read_thoughts(model, TokenNames(), answer, k=3, read="readout")
+        assert read == [[f"t{token}" for token in row] for row in mixed]
 
 
 def test_sparse_readout_starts_as_sparse_vocab_and_its_gradient_reaches_r_not_the_head(family):

@@ -32,6 +32,8 @@ from coconut.cli.stage_curve import run_stage_curve
 from coconut.cli.train import CONFIG_DIR
 from coconut.core.base_model import max_positions
 from coconut.core.errors import ConfigError, UserInputError
+from coconut.core.legibility_objective import READS
+from coconut.core.thought_projection import projection_config
 from coconut.core.threads import apply_cpu_threads
 from coconut.core.tokens import special_ids
 from coconut.data.checks import keep_answerable
@@ -69,6 +71,21 @@ def reference_legibility(folder: str) -> dict[str, float]:
     return {r["question"]: r["legibility"] for r in rows if r.get("legibility") is not None}
 
 
+def thought_read(cfg: DictConfig, model, ckpt_path: str) -> str:
+    """`legibility.read`, checked against the checkpoint's projection before anything is generated."""
+    read = cfg.legibility.get("read") or "lm_head"
+    if read not in READS:
+        raise ConfigError(f"legibility.read={read}: choose one of {', '.join(READS)}")
+    if read == "readout" and not hasattr(model.thought_projection, "readout_logits"):
+        raise ConfigError(
+            f"legibility.read=readout reads each thought through the sparse_readout projection's readout, but "
+            f"{ckpt_path} was trained with {projection_config(model.thought_projection)['name']}. "
+            "Fix: legibility.read=lm_head (the logit lens), or a checkpoint trained with "
+            "model/thought_projection=sparse_readout"
+        )
+    return read
+
+
 def run_evaluation(cfg: DictConfig) -> dict:
     """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
     output_dir = Path(cfg.paths.output_dir)
@@ -92,6 +109,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         loaded.trained,
     )
     n_thoughts = loaded.n_thoughts
+    read = thought_read(cfg, model, ckpt_path)
     # The checkpoint's own data config by default: the very test split of its training run.
     if not cfg.get("data") and trained is None:
         raise ConfigError(
@@ -162,6 +180,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         probe_folds=cfg.legibility.probe_folds,
         reference_legibility=reference_legibility(cfg.legibility.reference) if cfg.legibility.reference else None,
         skipped=skipped,
+        read=read,
     )
     if sampling.active:  # majority vote and pass@k beside the greedy accuracy (coconut/eval/sampling.py)
         add_sampling(

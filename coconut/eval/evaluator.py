@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from coconut.core.curriculum import Curriculum
 from coconut.core.generation import generate
+from coconut.core.legibility_objective import check_read
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM, ThoughtHook
 from coconut.data.graph import parse_graph
@@ -43,6 +44,8 @@ class Answer:
     forward_passes: int
     thought_positions: int  # latent or pause positions in the prompt
     thoughts: torch.Tensor  # (n, D) the continuous thoughts fed, float32 on CPU (empty if not recorded)
+    # (n, D) the hidden states they were projected from, as `thoughts` (what legibility read=readout reads)
+    sources: torch.Tensor = field(default_factory=lambda: torch.empty(0))
 
 
 @torch.no_grad()
@@ -58,17 +61,24 @@ def answer_batch(
     thought_hook: ThoughtHook | None = None,
 ) -> list[Answer]:
     """Generates answers for one prompt batch; without `thought_hook`, records the thoughts fed."""
-    recorder = ThoughtRecorder(batch["input_ids"], model.latent_token_id) if thought_hook is None else None
-    out = generate(
-        model,
-        batch["input_ids"],
-        batch["attention_mask"],
-        batch["position_ids"],
-        eos_token_id=tokenizer.eos_token_id,
-        max_new_tokens=max_new_tokens,
-        thought_hook=recorder or thought_hook,
-    )
+    recorder = None
+    if thought_hook is None:
+        recorder = ThoughtRecorder(batch["input_ids"], model.latent_token_id, projection=model.thought_projection)
+    try:
+        out = generate(
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["position_ids"],
+            eos_token_id=tokenizer.eos_token_id,
+            max_new_tokens=max_new_tokens,
+            thought_hook=recorder or thought_hook,
+        )
+    finally:
+        if recorder:
+            recorder.close()
     thoughts = recorder.per_row() if recorder else [torch.empty(0)] * len(out.tokens)
+    sources = recorder.sources_per_row() if recorder else [torch.empty(0)] * len(out.tokens)
     thought_id_tensor = torch.tensor(list(thought_ids), device=batch["input_ids"].device)
     positions = torch.isin(batch["input_ids"], thought_id_tensor).sum(1).tolist()
     answers = []
@@ -85,6 +95,7 @@ def answer_batch(
                 forward_passes=out.forward_passes[row],
                 thought_positions=positions[row],
                 thoughts=thoughts[row],
+                sources=sources[row],
             )
         )
     return answers
@@ -110,15 +121,40 @@ def answer_all(
     return answers, seconds
 
 
+def thought_reading(model: ContinuousThoughtLM, read: str = "lm_head") -> tuple[Callable, Callable]:
+    """How a thought is read, as (the vectors of an Answer to read, vectors (n, D) -> logits (n, V)).
+
+    `lm_head`: the LM head on the thought fed (the logit lens). `readout`: the `sparse_readout`
+    projection's readout R on the hidden state the thought was projected from, the distribution its
+    top-k tokens are drawn from, so a thought reads as exactly the tokens it is a mixture of (the
+    logit lens of a mixture of input embeddings reads them back only where the LM head is tied to
+    them; the Llama presets' is not) and as `legibility.read=readout` trained it."""
+    check_read(read, model.thought_projection)
+    weight = next(model.parameters())
+
+    def on_model(vectors: torch.Tensor) -> torch.Tensor:
+        return vectors.to(device=weight.device, dtype=weight.dtype)
+
+    if read == "readout":
+        return (lambda a: a.sources), lambda h: model.thought_projection.readout_logits(on_model(h))
+    return (lambda a: a.thoughts), lambda t: model.logits(on_model(t))
+
+
 @torch.no_grad()
 def read_thoughts(
-    model: ContinuousThoughtLM, tokenizer: PreTrainedTokenizerBase, thoughts: torch.Tensor, k: int = leg.TOP_K
+    model: ContinuousThoughtLM,
+    tokenizer: PreTrainedTokenizerBase,
+    answer: Answer,
+    k: int = leg.TOP_K,
+    read: str = "lm_head",
 ) -> list[list[str]]:
-    """The top-k tokens of each thought (n, D) through the LM head (logit lens), decoded and stripped."""
-    if thoughts.numel() == 0:
+    """The top-k tokens of each of `answer`'s thoughts as `read` reads them (`thought_reading`),
+    decoded and stripped."""
+    vectors_of, logits_of = thought_reading(model, read)
+    vectors = vectors_of(answer)
+    if vectors.numel() == 0:
         return []
-    weight = next(model.parameters())
-    top = model.logits(thoughts.to(device=weight.device, dtype=weight.dtype)).topk(k, dim=-1).indices  # (n, k)
+    top = logits_of(vectors).topk(k, dim=-1).indices  # (n, k)
     return [[tokenizer.decode([i]).strip() for i in row] for row in top.tolist()]
 
 
@@ -189,16 +225,17 @@ def graph_frontiers(
     answers: Sequence[Answer],
     records: Sequence[Record],
     questions: Sequence[leg.QuestionReasoning],
+    read: str = "lm_head",
 ) -> tuple[dict, list[list[ThoughtFrontier]]]:
-    """Frontier legibility (coconut.eval.frontier) of the graph questions among `records`; ({}, [])
-    when none is a graph question."""
+    """Frontier legibility (coconut.eval.frontier) of the graph questions among `records`, each
+    thought read as `read` says (`thought_reading`); ({}, []) when none is a graph question."""
     graphs = [parse_graph(records[a.index].question) for a in answers]
     if not any(graphs) or not questions:
         return {}, [[] for _ in answers]
-    weight = next(model.parameters())
+    vectors_of, logits_of = thought_reading(model, read)
     return frontier_legibility(
-        lambda thoughts: model.logits(thoughts.to(device=weight.device, dtype=weight.dtype)),
-        [a.thoughts for a in answers],
+        logits_of,
+        [vectors_of(a) for a in answers],
         graphs,
         [q.steps_replaced for q in questions],
         latents_per_step=questions[0].latents_per_step,
@@ -303,6 +340,7 @@ def evaluate(
     reference_legibility: dict[str, float] | None = None,
     skipped: Mapping[str, int] | None = None,
     intervention: bool = True,
+    read: str = "lm_head",
 ) -> Evaluation:
     """Answers every prompt of `loader`, then measures legibility and, per ablation, the accuracy
     with the thoughts replaced. `reference_legibility` maps a question to the legibility of a CoT
@@ -310,7 +348,9 @@ def evaluate(
     `skipped` counts, by reason, the split's questions that were not answered (no room to generate,
     an answer that cannot be scored): `accuracy` counts them as wrong (over `n_total`),
     `accuracy_answered` leaves them out (over `n`); the ablations compare with the second.
-    `intervention`: also the causal legibility (`causal*`: a pass per replaced step index)."""
+    `intervention`: also the causal legibility (`causal*`: a pass per replaced step index).
+    `read`: how the decode and frontier metrics read a thought (`thought_reading`)."""
+    check_read(read, model.thought_projection)  # before any generation
     unknown = set(ablations) - set(ABLATIONS)
     if unknown:
         raise ValueError(f"unknown ablations {sorted(unknown)}; choose from {list(ABLATIONS)}")
@@ -324,7 +364,7 @@ def evaluate(
     skipped = {reason: count for reason, count in (skipped or {}).items() if count}
     n_skipped = sum(skipped.values())
     accuracy, accuracy_answered = correct / (n + n_skipped), correct / n
-    thought_tokens = [read_thoughts(model, tokenizer, a.thoughts) for a in answers]
+    thought_tokens = [read_thoughts(model, tokenizer, a, read=read) for a in answers]
     questions = reasoning_of(answers, records, thought_tokens, method=method, curriculum=curriculum, stage=stage)
     reference = None
     if reference_legibility is not None:
@@ -333,7 +373,8 @@ def evaluate(
         questions, answers, leg.key_tokens_for(tokenizer), probe_folds=probe_folds, reference=reference
     )
     block["loss_reference"] = "cot_model" if reference is not None else "reference_steps"
-    frontier, frontier_rows = graph_frontiers(model, tokenizer, answers, records, questions)
+    block["read"] = read
+    frontier, frontier_rows = graph_frontiers(model, tokenizer, answers, records, questions, read=read)
     block.update(frontier)
     block["ablation"], block["ablation_drop"] = {}, {}
     for name, make_hook in ablation_hooks(answers, model.latent_token_id).items():

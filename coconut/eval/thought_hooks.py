@@ -9,6 +9,7 @@ its padding: it is the n-th `<|latent|>` of that row.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def _latent_columns(input_ids: torch.Tensor, latent_id: int) -> list[list[int]]:
@@ -16,22 +17,54 @@ def _latent_columns(input_ids: torch.Tensor, latent_id: int) -> list[list[int]]:
 
 
 class ThoughtRecorder:
-    """Keeps what every latent column was fed; `per_row()` gives each row's thoughts in order."""
+    """Keeps what every latent column was fed; `per_row()` gives each row's thoughts in order.
 
-    def __init__(self, input_ids: torch.Tensor, latent_id: int):
+    Given the model's thought `projection`, it also keeps what each thought was projected from (the
+    hidden state before the latent; `sources_per_row()`), through a forward pre-hook on the projection
+    that `close()` removes: a `sparse_readout` thought is read by its readout on that state.
+    """
+
+    def __init__(self, input_ids: torch.Tensor, latent_id: int, projection: nn.Module | None = None):
         self.columns_of_row = _latent_columns(input_ids, latent_id)
         self.fed: dict[int, torch.Tensor] = {}  # column -> (B, D)
+        self.sources: dict[int, torch.Tensor] = {}  # column -> (B, D), with a projection
+        self._projected_from: torch.Tensor | None = None  # the projection's last input (B, 1, D)
+        self._handle = None
+        if projection is not None:
+            # The model calls the projection on a column's state, then this hook on its result:
+            # the input seen last is the source of the thought passed next.
+            self._handle = projection.register_forward_pre_hook(self._keep_input)
+
+    def _keep_input(self, _module: nn.Module, args: tuple) -> None:
+        self._projected_from = args[0]
 
     def __call__(self, thoughts: torch.Tensor, column: int) -> torch.Tensor:
         self.fed[column] = thoughts[:, 0].detach()
+        if self._projected_from is not None:
+            self.sources[column] = self._projected_from[:, 0].detach()
+            self._projected_from = None  # each input is the source of one column's thoughts only
         return thoughts
+
+    def close(self) -> None:
+        """Removes the projection hook (a no-op without a projection)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
     def per_row(self) -> list[torch.Tensor]:
         """(n_i, D) float32 CPU tensors, one per row (n_i = 0 for a row without thoughts)."""
+        return self._rows(self.fed)
+
+    def sources_per_row(self) -> list[torch.Tensor]:
+        """What each row's thoughts were projected from, as `per_row()`; empty for a row with a
+        thought the projection did not make (or recorded without the projection)."""
+        return self._rows(self.sources)
+
+    def _rows(self, by_column: dict[int, torch.Tensor]) -> list[torch.Tensor]:
         rows = []
         for b, columns in enumerate(self.columns_of_row):
-            if columns:
-                rows.append(torch.stack([self.fed[c][b] for c in columns]).float().cpu())
+            if columns and all(c in by_column for c in columns):
+                rows.append(torch.stack([by_column[c][b] for c in columns]).float().cpu())
             else:
                 rows.append(torch.empty(0))
         return rows

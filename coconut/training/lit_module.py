@@ -131,7 +131,7 @@ class CoconutLitModule(L.LightningModule):
         if not answers or self.trainer.sanity_checking:
             return
         dataset = self._prompt_dataset(split)
-        tokens = [read_thoughts(self.model, self.tokenizer, a.thoughts) for a in answers]
+        tokens = [read_thoughts(self.model, self.tokenizer, a) for a in answers]
         questions = reasoning_of(
             answers, dataset.records, tokens, method=dataset.method, curriculum=dataset.curriculum, stage=dataset.stage
         )
