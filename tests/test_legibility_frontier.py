@@ -69,7 +69,7 @@ def test_graph_reports_plot_frontier_recall():
 
 @pytest.mark.slow
 def test_the_sweep_script_trains_evaluates_and_plots_tiny_runs(tmp_path):
-    env = {**os.environ, "BIN": str(Path(sys.executable).parent), "WEIGHTS": "0 0.3", "SEEDS": "0 1"}
+    env = {**os.environ, "BIN": str(Path(sys.executable).parent), "WEIGHTS": "0 0.3", "SEEDS": "0 1", "READ": "readout"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     args = ["debug=fast", "curriculum.max_latent_stage=1", "callbacks.thought_diagnostics=null"]
     done = subprocess.run(
@@ -82,6 +82,16 @@ def test_the_sweep_script_trains_evaluates_and_plots_tiny_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((tmp_path / "plot" / "frontier.json").read_text())["rows"]
     assert {(r["projection"], r["weight"], r["seeds"]) for r in rows} == {
-        (p, w, 2) for p in ("identity", "sparse_readout") for w in (0.0, 0.3)
+        (p, w, 2) for p in ("identity", "sparse_readout (read by its readout)") for w in (0.0, 0.3)
+    }
+    # READ trains and evaluates the sparse_readout runs by the readout; the identity runs keep the LM head.
+    reads = {
+        f.parent.name: json.loads(f.read_text())["legibility"]["read"] for f in tmp_path.glob("eval/*/report.json")
+    }
+    assert reads == {
+        f"{p}_w{w}_s{s}": r
+        for p, r in (("identity", "lm_head"), ("sparse_readout", "readout"))
+        for w in (0, 0.3)
+        for s in (0, 1)
     }
     assert (tmp_path / "plot" / "legibility_frontier.png").is_file()
