@@ -156,7 +156,14 @@ def test_a_sparse_readout_run_with_the_objective_logs_it_and_evaluates_causal_le
     from test_evaluate import eval_cfg  # noqa: PLC0415
 
     run = tmp_path / "run"
-    cfg = ("legibility.weight=0.1", "model/thought_projection=sparse_readout", "legibility.read=readout")
+    # llama_tiny: an untied LM head, where reading by the readout and by the LM head part (on this run
+    # the validation questions decode at 0.375 by R and 0.0 by the LM head).
+    cfg = (
+        "model=llama_tiny",
+        "legibility.weight=0.1",
+        "model/thought_projection=sparse_readout",
+        "legibility.read=readout",
+    )
     logged = scalars_of(run, *cfg)
     legibility = [value for _, value in logged["train/legibility_loss"]]
     assert len(legibility) == 2 and all(v > 0 for v in legibility)  # stage 1's two batches; stage 0 has no thoughts
@@ -183,3 +190,18 @@ def test_a_sparse_readout_run_with_the_objective_logs_it_and_evaluates_causal_le
     )
     assert readout["legibility"]["read"] == "readout" and readout["accuracy"] == report["accuracy"]
     assert 0.0 <= readout["legibility"]["decode_top1"] <= readout["legibility"]["decode_top5"] <= 1.0
+    # Training's val/legibility/* reads the thoughts as the objective does: the last validation (of the
+    # weights last.ckpt holds) agrees with coconut-eval reading the same questions by the readout.
+    val = run_evaluation(
+        eval_cfg(
+            tmp_path / "eval_val",
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            "split=val",
+            "limit=8",  # debug=fast answers 8 validation questions per epoch
+            "legibility.read=readout",
+            "legibility.ablations=[]",
+            "legibility.intervention=false",
+        )
+    )
+    for name in ("decode_top1", "decode_top5"):
+        assert logged[f"val/legibility/{name}"][-1][1] == pytest.approx(val["legibility"][name])

@@ -4,7 +4,8 @@ generation through continuous thoughts.
 Logged: `train/loss` (the loss optimised), `{val,test}/loss` (next-token loss), `{val,test}/acc`
 (exact match after the dataset's answer normalisation), `{val,test}/tokens_per_answer` (text tokens
 generated, eos included),
-`{val,test}/legibility/*` (coconut.eval.legibility, on the same questions), and a few decoded
+`{val,test}/legibility/*` (coconut.eval.legibility, on the same questions, each thought read as
+`legibility_read` says: the LM head, or a sparse_readout projection's readout), and a few decoded
 samples as text. With the legibility objective on (`legibility_weight` = lambda > 0,
 coconut/core/legibility_objective.py) `train/loss` is the next-token loss + lambda x
 `train/legibility_loss`, `train/lm_loss` the first alone, `train/legibility_thoughts` the thoughts
@@ -131,12 +132,16 @@ class CoconutLitModule(L.LightningModule):
         if not answers or self.trainer.sanity_checking:
             return
         dataset = self._prompt_dataset(split)
-        tokens = [read_thoughts(self.model, self.tokenizer, a) for a in answers]
+        # Read as the objective reads them (legibility.read), so the curve shows what it trains.
+        tokens = [read_thoughts(self.model, self.tokenizer, a, read=self.legibility_read) for a in answers]
         questions = reasoning_of(
             answers, dataset.records, tokens, method=dataset.method, curriculum=dataset.curriculum, stage=dataset.stage
         )
         block, _ = legibility_block(questions, answers, key_tokens_for(self.tokenizer))
-        block.update(graph_frontiers(self.model, self.tokenizer, answers, dataset.records, questions)[0])
+        frontiers = graph_frontiers(
+            self.model, self.tokenizer, answers, dataset.records, questions, read=self.legibility_read
+        )
+        block.update(frontiers[0])
         # Under DDP, on rank 0's share of the questions: a metric may have nothing to measure on one
         # rank (None, not logged) and something on another, so a synced log could wait forever.
         for name, value in block.items():
