@@ -70,6 +70,35 @@ def test_a_run_logs_thought_norms_histograms_text_and_projector(tmp_path):
     assert len(vectors.read_text().splitlines()) == len(records)
 
 
+def top_tokens_table(run_dir) -> list[list[str]]:
+    """The cells of the rows of the run's last thoughts/top_tokens table, and its header line first."""
+    tables = events(run_dir).Tensors("thoughts/top_tokens/text_summary")
+    text = tables[-1].tensor_proto.string_val[0].decode()
+    lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("|---")]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+
+
+def test_a_readout_run_reads_its_thought_table_by_the_readout(tmp_path):
+    # llama_tiny's LM head is not tied to its input embeddings: the logit lens of a sparse thought does
+    # not name the tokens it is mixed from, R does (its top-k are exactly those tokens, in weight order).
+    cfg = diagnostics_cfg(
+        tmp_path,
+        "model=llama_tiny",
+        "model/thought_projection=sparse_readout",
+        "model.thought_projection.k=3",
+        "legibility.weight=0.1",
+        "legibility.read=readout",
+    )
+    train(cfg)
+    header, *rows = top_tokens_table(tmp_path)
+    assert header[4:] == ["readout R (p)", "mixed from (w)"]
+    assert rows
+    for row in rows:
+        read = [cell.split("`")[1] for cell in row[4].split(", ")]
+        mixed = [cell.split("`")[1] for cell in row[5].split(", ")]
+        assert read[:3] == mixed, row
+
+
 class RecordingLogger:
     def __init__(self):
         self.logged: list[tuple[int, dict]] = []

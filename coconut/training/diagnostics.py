@@ -9,8 +9,10 @@
   sequences of the current stage:
     thoughts/norm_mean, thoughts/norm_max, thoughts/norm_ratio       scalars, as above
     thoughts/norms, thoughts/token_embedding_norms                   histograms
-    thoughts/top_tokens   text: for a few samples, each thought's step and its top-k tokens through
-                          the LM head (logit lens); for sparse_vocab also the tokens it is mixed from
+    thoughts/top_tokens   text: for a few samples, each thought's step and its top-k tokens read as the
+                          run's `legibility.read` says (the LM head on the thought, the logit lens; or
+                          a sparse_readout projection's readout R), and on graphs the share of that
+                          reading on the frontier; for sparse thoughts also the tokens it is mixed from
     projector (tag `thoughts`)   the thought vectors, labelled with the key content of the step each
                           one replaces (`coconut.data.step_keys.step_key`: for `<<a*b=c>>`, c); thoughts
                           j*c .. (j+1)*c - 1 of a sample replace its step j (c = latents per step).
@@ -30,6 +32,7 @@ from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import SparseVocabProjection
 from coconut.data.graph import parse_graph
 from coconut.data.step_keys import node_tokens, step_key
+from coconut.eval.evaluator import thought_reading
 from coconut.eval.frontier import score_thought
 from coconut.eval.thought_hooks import ThoughtRecorder
 
@@ -149,6 +152,10 @@ class ThoughtDiagnostics(L.Callback):
         # The hidden state before each latent: what the projection made the thought from.
         sources = model.thoughts(input_ids, hidden, model.latent_token_id)
         sparse = isinstance(model.thought_projection, SparseVocabProjection)
+        # Read as training's val/legibility/* reads: by R, a readout run's table shows what its
+        # objective trains, where the LM head (untied on the Llama presets) shows noise.
+        read = getattr(pl_module, "legibility_read", "lm_head")
+        _, to_logits = thought_reading(model, read)
         c = datamodule.curriculum.latents_per_step
         records = datamodule.records["val"]
         graphs = [parse_graph(records[i].question) for i in range(min(self.table_samples, len(per_row)))]
@@ -162,26 +169,32 @@ class ThoughtDiagnostics(L.Callback):
                 vectors.append(vector)
                 labels.append([_field(key or "-"), str(j), _field(step or "-")])
                 if i < self.table_samples:
+                    read_from = sources[i][j] if read == "readout" else vector
+                    logits = to_logits(read_from.unsqueeze(0))[0].float()  # (V,)
                     cells = [
                         str(i),
                         str(j),
                         _cell(step or "-"),
                         _cell(key or "-"),
-                        self._logit_lens(model, pl_module.tokenizer, vector),
+                        self._top_tokens(pl_module.tokenizer, logits),
                     ]
                     if sparse:
                         weights, ids = model.thought_projection.mixture(sources[i][j])
                         cells.append(self._tokens(pl_module.tokenizer, weights.tolist(), ids.tolist()))
                     if any(graphs):
-                        cells.append(self._frontier(model, pl_module.tokenizer, vector, graph, j // c + 1))
+                        cells.append(self._frontier(pl_module.tokenizer, logits, graph, j // c + 1))
                     lines.append("| " + " | ".join(cells) + " |")
-        columns = ["sample", "thought", "replaces step", "step result", "logit lens (p)"]
+        reading = "readout R" if read == "readout" else "logit lens"
+        read_by = "the LM head"
+        if read == "readout":
+            read_by = "the sparse_readout projection's readout R (legibility.read=readout)"
+        columns = ["sample", "thought", "replaces step", "step result", f"{reading} (p)"]
         columns += ["mixed from (w)"] if sparse else []
         columns += ["frontier at its depth (mass on it)"] if any(graphs) else []
         header = (
             f"Thoughts of the first {min(self.table_samples, len(per_row))} validation samples (stage "
-            f"{datamodule.current_stage()}): the top-{self.top_k} tokens of each thought through the LM head"
-            + (", and the tokens its sparse_vocab projection mixed" if sparse else "")
+            f"{datamodule.current_stage()}): the top-{self.top_k} tokens of each thought through {read_by}"
+            + (", and the tokens its sparse projection mixed" if sparse else "")
             + ".\n\n| "
             + " | ".join(columns)
             + " |\n|"
@@ -190,19 +203,17 @@ class ThoughtDiagnostics(L.Callback):
         )
         return torch.stack(vectors), labels, header + "\n".join(lines)
 
-    def _logit_lens(self, model: ContinuousThoughtLM, tokenizer, vector: torch.Tensor) -> str:
-        logits = model.logits(vector.to(model.lm.device, model.lm.dtype)).float()  # (V,)
+    def _top_tokens(self, tokenizer, logits: torch.Tensor) -> str:
         top = torch.softmax(logits, dim=-1).topk(min(self.top_k, logits.shape[-1]))
         return self._tokens(tokenizer, top.values.tolist(), top.indices.tolist())
 
     @staticmethod
-    def _frontier(model: ContinuousThoughtLM, tokenizer, vector: torch.Tensor, graph, depth: int) -> str:
-        """The graph's frontier at `depth` and the share of the thought's probability on the graph's
-        nodes that falls on it (coconut.eval.frontier)."""
+    def _frontier(tokenizer, logits: torch.Tensor, graph, depth: int) -> str:
+        """The graph's frontier at `depth` and the share of the thought's probability (as read: `logits`,
+        (V,)) on the graph's nodes that falls on it (coconut.eval.frontier)."""
         if graph is None:
             return "-"
         frontiers = graph.frontiers(depth)
-        logits = model.logits(vector.to(model.lm.device, model.lm.dtype)).float()  # (V,)
         within = set().union(*frontiers)
         score = score_thought(
             logits, frontiers[depth], within, graph.unreachable, graph.nodes, node_tokens(tokenizer, graph.nodes), depth
