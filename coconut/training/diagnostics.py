@@ -24,6 +24,8 @@ the model leaves on the device: the only host sync is at logging steps.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -155,7 +157,7 @@ class ThoughtDiagnostics(L.Callback):
         # Read as training's val/legibility/* reads: by R, a readout run's table shows what its
         # objective trains, where the LM head (untied on the Llama presets) shows noise.
         read = getattr(pl_module, "legibility_read", "lm_head")
-        _, to_logits = thought_reading(model, read)
+        vectors_read, to_logits = thought_reading(model, read)
         c = datamodule.curriculum.latents_per_step
         records = datamodule.records["val"]
         graphs = [parse_graph(records[i].question) for i in range(min(self.table_samples, len(per_row)))]
@@ -163,14 +165,15 @@ class ThoughtDiagnostics(L.Callback):
         for i, thoughts in enumerate(per_row):
             steps = records[i].steps
             graph = graphs[i] if i < len(graphs) else None
+            if i < self.table_samples and len(thoughts):  # this sample's thoughts as read: (n_i, V)
+                read_logits = to_logits(vectors_read(SimpleNamespace(thoughts=thoughts, sources=sources[i]))).float()
             for j, vector in enumerate(thoughts):
                 step = steps[j // c] if j // c < len(steps) else ""
                 key = step_key(step) if step else None
                 vectors.append(vector)
                 labels.append([_field(key or "-"), str(j), _field(step or "-")])
                 if i < self.table_samples:
-                    read_from = sources[i][j] if read == "readout" else vector
-                    logits = to_logits(read_from.unsqueeze(0))[0].float()  # (V,)
+                    logits = read_logits[j]  # (V,)
                     cells = [
                         str(i),
                         str(j),
@@ -184,10 +187,9 @@ class ThoughtDiagnostics(L.Callback):
                     if any(graphs):
                         cells.append(self._frontier(pl_module.tokenizer, logits, graph, j // c + 1))
                     lines.append("| " + " | ".join(cells) + " |")
-        reading = "readout R" if read == "readout" else "logit lens"
-        read_by = "the LM head"
+        reading, read_by = ("logit lens", "the LM head")
         if read == "readout":
-            read_by = "the sparse_readout projection's readout R (legibility.read=readout)"
+            reading, read_by = ("readout R", "the sparse_readout projection's readout R (legibility.read=readout)")
         columns = ["sample", "thought", "replaces step", "step result", f"{reading} (p)"]
         columns += ["mixed from (w)"] if sparse else []
         columns += ["frontier at its depth (mass on it)"] if any(graphs) else []
