@@ -3,6 +3,7 @@ cores and the config, the count following the cores other processes leave free, 
 and recorded in run.json. (Speed alone and under load: scripts/bench_cpu_load.py.)"""
 
 import json
+import logging
 import os
 
 import pytest
@@ -12,6 +13,7 @@ from conftest import tiny_cfg
 from coconut.cli.train import train
 from coconut.core.errors import ConfigError
 from coconut.core.threads import (
+    BUSY_SAMPLES_BEFORE_WARNING,
     ThreadGovernor,
     apply_cpu_threads,
     choose_cpu_threads,
@@ -80,6 +82,9 @@ def test_threads_are_set_on_cpu_runs_only_and_follow_the_load_only_when_automati
         threads = apply_cpu_threads(1, device="cpu")
         assert torch.get_num_threads() == 1 and threads.record["source"] == "set by hand"
         assert threads.governor is None and "OMP_WAIT_POLICY" in threads.record
+        threads = apply_cpu_threads(2, device="cpu")  # fixed: the governor only watches, to warn
+        assert torch.get_num_threads() == 2 and threads.record["source"] == "set by hand"
+        assert threads.governor is not None and threads.governor.fixed_by == "cpu_threads=2"
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         threads = apply_cpu_threads(None, device="cpu")
         assert threads.record["source"].endswith("fewer while other processes use them")
@@ -122,6 +127,40 @@ def test_the_governor_samples_every_interval_and_sets_the_threads_it_decides():
     assert governor.update() == 2 and set_to == [1, 2]
     clock[0] = 3.0  # others 1.9 - 1.9 = 0: unchanged, not set again
     assert governor.update() == 2 and set_to == [1, 2] and governor.changes == 2
+
+
+def test_a_fixed_count_keeps_its_threads_and_warns_once_when_other_processes_hold_its_cores(caplog):
+    clock, set_to, others_busy = [0.0], [], [0.0]
+
+    def sample():  # cumulative (busy seconds of the 2 CPUs, this process's 2 CPU seconds a second)
+        sample.busy += 2.0 + others_busy[0]
+        sample.own += 2.0
+        return sample.busy, sample.own
+
+    sample.busy = sample.own = 0.0
+    governor = ThreadGovernor(
+        2, {0, 1}, clock=lambda: clock[0], sample=sample, set_threads=set_to.append, fixed_by="cpu_threads=2"
+    )
+
+    def seconds(n: int, busy: float) -> None:
+        others_busy[0] = busy
+        for _ in range(n):
+            clock[0] += 1.0
+            assert governor.update() == 2
+
+    with caplog.at_level(logging.WARNING, logger="coconut.core.threads"):
+        governor.update()
+        seconds(BUSY_SAMPLES_BEFORE_WARNING - 1, busy=1.0)  # one busy process, but not yet for long
+        seconds(1, busy=0.0)  # it stopped: the count starts again
+        seconds(BUSY_SAMPLES_BEFORE_WARNING - 1, busy=1.0)
+        assert not caplog.records
+        seconds(1, busy=1.0)
+        seconds(BUSY_SAMPLES_BEFORE_WARNING * 2, busy=1.0)
+    assert set_to == [] and governor.changes == 0  # never changed: the count stays what was asked
+    assert len(caplog.records) == 1  # once
+    message = caplog.records[0].getMessage()
+    assert "keep 1.0 of this run's 2 CPU cores busy" in message and "(cpu_threads=2)" in message
+    assert "trainer.cpu_threads=1" in message
 
 
 def test_cpu_seconds_reads_the_allowed_cpus_busy_time(tmp_path):

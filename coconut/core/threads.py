@@ -149,10 +149,20 @@ def cpu_seconds(cpus: set[int], stat: Path = PROC_STAT) -> tuple[float, float] |
     return busy / ticks, own.user + own.system
 
 
+# A fixed count's warning waits for this many samples in a row (about a second each) with fewer free
+# cores than threads: a short command beside the run (git, an editor's linter) is not worth one.
+BUSY_SAMPLES_BEFORE_WARNING = 5
+
+
 @dataclass
 class ThreadGovernor:
     """Between 1 and `most` threads, following the cores other processes leave free on `cpus`;
-    `update()` is called between batches and samples at most every `interval` seconds."""
+    `update()` is called between batches and samples at most every `interval` seconds.
+
+    With `fixed_by` (what fixed the count, e.g. "trainer.cpu_threads=2") it keeps `most` threads
+    and warns once instead, when other processes leave fewer free cores than that for
+    BUSY_SAMPLES_BEFORE_WARNING samples: fixed threads then wait on each other (on 2 cores beside
+    one busy process, 4.7 s a step against 55 ms with one thread: docs/results.md)."""
 
     most: int
     cpus: set[int]
@@ -160,8 +170,11 @@ class ThreadGovernor:
     clock: Callable[[], float] = time.monotonic
     sample: Callable[[], tuple[float, float] | None] | None = None
     set_threads: Callable[[int], None] | None = None
+    fixed_by: str | None = None
     threads: int = 0
     changes: int = 0
+    busy_samples: int = 0
+    warned: bool = False
     _last: tuple[float, float, float] | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -179,7 +192,9 @@ class ThreadGovernor:
             then, busy, own = self._last
             others = max(0.0, (sampled[0] - busy) - (sampled[1] - own)) / (now - then)
             threads = threads_for_load(self.most, len(self.cpus), others)
-            if threads != self.threads:
+            if self.fixed_by is not None:
+                self._warn_if_held_up(threads, others)
+            elif threads != self.threads:
                 log.debug("CPU threads %d -> %d: other processes kept %.2f cores busy", self.threads, threads, others)
                 self.threads, self.changes = threads, self.changes + 1
                 if self.set_threads is not None:
@@ -191,11 +206,27 @@ class ThreadGovernor:
         self._last = (now, *sampled)
         return self.threads
 
+    def _warn_if_held_up(self, free_cores: int, others: float) -> None:
+        self.busy_samples = self.busy_samples + 1 if free_cores < self.most else 0
+        if self.busy_samples >= BUSY_SAMPLES_BEFORE_WARNING and not self.warned:
+            self.warned = True
+            log.warning(
+                "other processes keep %.1f of this run's %d CPU cores busy, and its %d CPU threads are fixed "
+                "(%s): fixed threads on busy cores wait on each other, and a step can take 10-100x longer. "
+                "Give trainer.cpu_threads=1 (coconut-eval: cpu_threads=1), or null to follow the load "
+                "(a run's last bits then depend on the load: docs/runs.md#cpu-threads).",
+                others,
+                len(self.cpus),
+                self.most,
+                self.fixed_by,
+            )
+
 
 @dataclass
 class CpuThreads:
     record: dict  # what run.json records: threads, source, OMP_WAIT_POLICY
-    governor: ThreadGovernor | None  # None: a fixed count (set by hand, OMP_NUM_THREADS, a GPU run)
+    # None: one fixed thread, or a GPU run; with `fixed_by`: a fixed count that only warns under load
+    governor: ThreadGovernor | None
 
     def update(self) -> None:
         if self.governor is not None:
@@ -231,9 +262,13 @@ def apply_cpu_threads(configured: int | None, *, device: str, processes: int = 1
         )
         torch.set_num_threads(choice.threads)
         record = {"threads": choice.threads, "source": choice.source}
-        if choice.source.startswith("automatic") and cpu_seconds(allowed_cpus()) is not None:
-            governor = ThreadGovernor(choice.threads, allowed_cpus())
-            record["source"] += ", fewer while other processes use them"
+        if cpu_seconds(allowed_cpus()) is not None:
+            if choice.source.startswith("automatic"):
+                governor = ThreadGovernor(choice.threads, allowed_cpus())
+                record["source"] += ", fewer while other processes use them"
+            elif choice.threads > 1:  # one thread has no team to wait on
+                fixed_by = choice.source if choice.source.startswith(NUM_THREADS) else f"cpu_threads={choice.threads}"
+                governor = ThreadGovernor(choice.threads, allowed_cpus(), fixed_by=fixed_by)
     else:
         record = {"threads": torch.get_num_threads(), "source": "torch's default: not changed on a GPU run"}
     record[WAIT_POLICY] = os.environ.get(WAIT_POLICY, "unset")
