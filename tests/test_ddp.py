@@ -22,6 +22,9 @@ SHARED = [
     "trainer.max_epochs=2",
     "curriculum.max_latent_stage=1",
     "optimizer.lr=1e-12",
+    # One thread per process, as the single process: the quickstart preset fixes two, and two
+    # processes of two threads on a 2-core machine would wait on each other.
+    "trainer.cpu_threads=1",
     "optimizer.weight_decay=0",
     "data.sizes.train=16",
     "trainer.limit_train_batches=1.0",
