@@ -162,7 +162,8 @@ class ThreadGovernor:
     With `fixed_by` (what fixed the count, e.g. "trainer.cpu_threads=2") it keeps `most` threads
     and warns once instead, when other processes leave fewer free cores than that for
     BUSY_SAMPLES_BEFORE_WARNING samples: fixed threads then wait on each other (on 2 cores beside
-    one busy process, 4.7 s a step against 55 ms with one thread: docs/results.md)."""
+    one busy process, the quickstart's two threads took 0.20-0.25 s a step where one took 0.10-0.11;
+    scripts/bench_cpu_load.py once measured 4.7 s against 55 ms)."""
 
     most: int
     cpus: set[int]
@@ -212,7 +213,8 @@ class ThreadGovernor:
             self.warned = True
             log.warning(
                 "other processes keep %.1f of this run's %d CPU cores busy, and its %d CPU threads are fixed "
-                "(%s): fixed threads on busy cores wait on each other, and a step can take 10-100x longer. "
+                "(%s): fixed threads on busy cores wait on each other, and a step can take several times one "
+                "thread's time (docs/results.md, CPU threads under load). "
                 "Give trainer.cpu_threads=1 (coconut-eval: cpu_threads=1), or null to follow the load "
                 "(a run's last bits then depend on the load: docs/runs.md#cpu-threads).",
                 others,
