@@ -159,7 +159,7 @@ class ThreadGovernor:
     """Between 1 and `most` threads, following the cores other processes leave free on `cpus`;
     `update()` is called between batches and samples at most every `interval` seconds.
 
-    With `fixed_by` (what fixed the count, e.g. "trainer.cpu_threads=2") it keeps `most` threads
+    With `fixed_by` (what fixed the count, e.g. "cpu_threads=2") it keeps `most` threads
     and warns once instead, when other processes leave fewer free cores than that for
     BUSY_SAMPLES_BEFORE_WARNING samples: fixed threads then wait on each other (on 2 cores beside
     one busy process, the quickstart's two threads took 0.20-0.25 s a step where one took 0.10-0.11;
