@@ -160,7 +160,7 @@ def test_latents_per_step_map_thoughts_to_depths_and_node_tokens_cover_both_spel
 
 
 # -- end to end: a graph run reports frontier legibility --------------------------------------------
-@pytest.mark.parametrize("preset, thoughts_per_hop", [("graph_coconut", 1), ("graph_coconut_frontier", 2)])
+@pytest.mark.parametrize("preset, thoughts_per_hop", [("graph_coconut", 3), ("graph_coconut_frontier", 2)])
 def test_a_tiny_graph_run_reports_frontier_legibility_in_tensorboard_and_the_report(tmp_path, preset, thoughts_per_hop):
     import json
 
@@ -190,7 +190,7 @@ def test_a_tiny_graph_run_reports_frontier_legibility_in_tensorboard_and_the_rep
     legibility = report["legibility"]
     for key in ("frontier_topk", "frontier_topk_within", "frontier_mass", "frontier_topk_chance"):
         assert 0.0 <= legibility[key] <= 1.0, key
-    assert set(legibility["frontier_by_depth"]) == {"1"}  # stage 1: one thought, for the first hop
+    assert set(legibility["frontier_by_depth"]) == {"1"}  # stage 1: the first hop's thoughts
     assert "frontier_topk" in (tmp_path / "eval" / "report.md").read_text()
     row = json.loads((tmp_path / "eval" / "samples.jsonl").read_text().splitlines()[0])
     assert [f["depth"] for f in row["frontier"]] == [1] * thoughts_per_hop

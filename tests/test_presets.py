@@ -157,9 +157,15 @@ def test_skipping_stage_zero_without_a_checkpoint_is_refused(preset, tmp_path, d
 
 def test_every_graph_method_continues_stage_zero_for_the_same_updates():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        chains = compose("train", overrides=["experiment=graph_stage0_chains"])
         stage0 = compose("train", overrides=["experiment=graph_stage0"])
         methods = [compose("train", overrides=[f"experiment=graph_{m}"]) for m in GRAPH_METHODS]
     assert stage0.method.name == "cot" and stage0.curriculum.start_stage == 0
+    # Stage 0 is two runs of one epoch: graph_stage0_chains from scratch, then graph_stage0 from it.
+    assert chains.init_from is None and chains.data.generator.distractor_branches == 0
+    assert chains.trainer.max_epochs == stage0.trainer.max_epochs == 1
+    for key in ("data.sizes", "data.generator.depth", "data.batch_size", "model", "optimizer.lr", "method"):
+        assert OmegaConf.select(chains, key) == OmegaConf.select(stage0, key), key
     for cfg in methods:
         assert cfg.curriculum.start_stage == 1
         for key in ("trainer.max_epochs", "optimizer.lr", "data.sizes", "data.generator", "data.batch_size", "model"):
@@ -185,13 +191,14 @@ def test_graph_coconut_ends_with_every_hop_latent_after_equal_stages():
 
 
 def test_graph_coconut_frontier_is_the_measured_recipe_and_nothing_else():
-    # docs/results.md's 0.947 came from graph_coconut with these two overrides: the preset must stay them.
+    # docs/results.md's 0.947 came from graph_coconut as it was then (markers, untied, constant rate)
+    # with two thoughts per hop and lambda = 1: the preset must stay that, whatever graph_coconut becomes.
+    measured_then = ["method.markers=true", "model.architecture.tie_word_embeddings=false", "scheduler=null"]
+    measured_then += ["scheduler_interval=step", "curriculum.c_thought=2", "legibility.weight=1"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         preset = compose("train", overrides=["experiment=graph_coconut_frontier"])
-        measured = compose(
-            "train", overrides=["experiment=graph_coconut", "curriculum.c_thought=2", "legibility.weight=1"]
-        )
-    assert preset.curriculum.c_thought == 2 and preset.legibility.weight == 1.0
+        measured = compose("train", overrides=["experiment=graph_coconut", *measured_then])
+    assert preset.curriculum.c_thought == 2 and preset.legibility.weight == 1.0 and preset.method.markers
     assert OmegaConf.to_container(preset) == OmegaConf.to_container(measured)
 
 
