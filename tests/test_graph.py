@@ -133,6 +133,23 @@ def test_a_thought_holding_the_frontier_scores_one_and_a_random_one_scores_chanc
     assert block["frontier_topk_chance"] == pytest.approx(0.25)
 
 
+def test_with_two_thoughts_a_hop_the_place_holding_the_frontier_is_reported():
+    # Without markers a hop's thoughts replace " D U\n": the first can keep the parent, the second the frontier.
+    graph, names, ids, embeddings = hand_built()
+    root = embeddings[names.index("R")]
+    frontier_1 = embeddings[[names.index("A"), names.index("B")]].mean(0)
+    frontier_2 = embeddings[[names.index("C"), names.index("D")]].mean(0)
+    thoughts = torch.stack([root, frontier_1, frontier_1, frontier_2])  # hop 1: R, {A, B}; hop 2: {A, B}, {C, D}
+    scores = question_frontiers(thoughts @ embeddings.T, graph, steps_replaced=2, latents_per_step=2, ids=ids)
+    assert [(s.depth, s.position, s.topk) for s in scores] == [(1, 1, 0.0), (1, 2, 1.0), (2, 1, 0.0), (2, 2, 1.0)]
+    block = frontier_block(scores)
+    assert block["frontier_topk"] == 0.5  # every thought of a hop against the hop's frontier
+    assert block["frontier_by_position"]["2"]["topk"] == 1.0 and block["frontier_by_position"]["1"]["topk"] == 0.0
+    assert block["frontier_topk_best_position"] == 1.0
+    assert block["frontier_topk_best_position_chance"] == pytest.approx(2 / 8)
+    assert "frontier_by_position" not in frontier_block([s for s in scores if s.position == 2])  # one per hop
+
+
 def test_a_thought_searching_from_the_decoy_root_counts_off_tree():
     graph, names, ids, embeddings = hand_built()
     assert graph.unreachable == {"S", "E", "F"}
@@ -194,6 +211,8 @@ def test_a_tiny_graph_run_reports_frontier_legibility_in_tensorboard_and_the_rep
     assert "frontier_topk" in (tmp_path / "eval" / "report.md").read_text()
     row = json.loads((tmp_path / "eval" / "samples.jsonl").read_text().splitlines()[0])
     assert [f["depth"] for f in row["frontier"]] == [1] * thoughts_per_hop
+    assert [f["position"] for f in row["frontier"]] == list(range(1, thoughts_per_hop + 1))
+    assert 0.0 <= legibility["frontier_topk_best_position"] <= 1.0  # both presets: several thoughts a hop
 
 
 def test_the_verdict_line_reads_the_swap_ablation():

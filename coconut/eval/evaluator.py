@@ -420,7 +420,7 @@ def evaluate(
                 **(
                     {
                         "frontier": [
-                            {"depth": f.depth, "topk": f.topk, "mass": f.mass, "off_tree": f.off_tree}
+                            {key: getattr(f, key) for key in ("depth", "position", "topk", "mass", "off_tree")}
                             for f in frontier_scores
                         ]
                     }

@@ -17,6 +17,12 @@ read through the LM head (logit lens) and scored against the nodes of its own qu
 each with its chance level: a node of the graph drawn at random is in the frontier (within the
 hops, off the root's tree) with probability |F| / |N| (|W| / |N|, |U| / |N|), which is also the mass
 a uniform thought puts on it.
+With several thoughts per hop (curriculum.c_thought = c) every thought of a hop is scored against
+that hop's frontier, but the hop's content need not sit in all of them: without markers, the c
+thoughts replace the tokens of a written hop (" D U\n"), and a model can keep the parent in the
+first and the frontier in the second. So the scores are also given by the thought's place in its hop
+(frontier_by_position), and frontier_topk_best_position is the top-k share of the place that holds
+the frontier best.
 A node is written by the first token of " X" or of "X" (line start); both count. ProsQA questions
 are read too (`coconut.data.graph.parse_graph`), their multi-token names by their first token
 (`coconut.data.step_keys.node_tokens`, the rule training's legibility objective uses too).
@@ -25,7 +31,7 @@ are read too (`coconut.data.graph.parse_graph`), their multi-token names by thei
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -45,6 +51,7 @@ class ThoughtFrontier:
     within_chance: float
     off_tree: float  # 1.0 when the top-1 token names a node unreachable from the root
     off_tree_chance: float
+    position: int = 1  # its place among its hop's thoughts, 1..c
 
 
 def score_thought(
@@ -100,7 +107,7 @@ def question_frontiers(
         within = set().union(*frontiers[: depth + 1])
         score = score_thought(logits[t], frontiers[depth], within, unreachable, nodes, ids, depth)
         if score is not None:
-            scores.append(score)
+            scores.append(replace(score, position=t % latents_per_step + 1))
     return scores
 
 
@@ -124,15 +131,25 @@ def frontier_block(scores: Sequence[ThoughtFrontier]) -> dict:
         "frontier_off_tree_chance": mean(s.off_tree_chance for s in scores),
         "frontier_thoughts": len(scores),
     }
-    block["frontier_by_depth"] = {
-        str(depth): {
-            "topk": mean(s.topk for s in scores if s.depth == depth),
-            "mass": mean(s.mass for s in scores if s.depth == depth),
-            "off_tree": mean(s.off_tree for s in scores if s.depth == depth),
-            "chance": mean(s.topk_chance for s in scores if s.depth == depth),
+
+    def breakdown(group: Sequence[ThoughtFrontier]) -> dict:
+        return {
+            "topk": mean(s.topk for s in group),
+            "mass": mean(s.mass for s in group),
+            "off_tree": mean(s.off_tree for s in group),
+            "chance": mean(s.topk_chance for s in group),
         }
-        for depth in sorted({s.depth for s in scores})
+
+    block["frontier_by_depth"] = {
+        str(depth): breakdown([s for s in scores if s.depth == depth]) for depth in sorted({s.depth for s in scores})
     }
+    positions = sorted({s.position for s in scores})
+    if len(positions) > 1:  # several thoughts per hop
+        by_position = {str(p): breakdown([s for s in scores if s.position == p]) for p in positions}
+        best = max(by_position.values(), key=lambda scored: scored["topk"])
+        block["frontier_by_position"] = by_position
+        block["frontier_topk_best_position"] = best["topk"]
+        block["frontier_topk_best_position_chance"] = best["chance"]
     return block
 
 
