@@ -5,6 +5,7 @@ and recorded in run.json. (Speed alone and under load: scripts/bench_cpu_load.py
 import json
 import logging
 import os
+import sys
 
 import pytest
 import torch
@@ -19,10 +20,12 @@ from coconut.core.threads import (
     choose_cpu_threads,
     cpu_quota,
     cpu_seconds,
+    cpu_ticks,
     physical_cores,
     threads_for_load,
     usable_cores,
 )
+from coconut.training.cpu_time import CpuClock, cpu_time_since, describe_cpu_time
 from coconut.training.runs import run_config
 
 
@@ -178,6 +181,23 @@ def test_cpu_seconds_reads_the_allowed_cpus_busy_time(tmp_path):
     assert cpu_seconds({0}, tmp_path / "absent") is None
 
 
+def test_cpu_time_since_splits_the_cores_time_into_busy_idle_and_stolen(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu0 100 0 10 300 5 0 0 0 0 0\n")
+    start = CpuClock(process_s=1.0, ticks=cpu_ticks({0}, stat))
+    stat.write_text("cpu0 160 0 20 320 5 0 0 20 0 0\n")  # +70 busy, +20 idle, +20 stolen
+    end = CpuClock(process_s=31.25, ticks=cpu_ticks({0}, stat))
+    assert cpu_time_since(start, end) == {
+        "process_cpu_s": 30.2,
+        "cores_busy_share": round(70 / 110, 3),
+        "cores_idle_share": round(20 / 110, 3),
+        "cores_stolen_share": round(20 / 110, 3),
+    }
+    # Without /proc/stat (not Linux) only the process's own seconds.
+    assert cpu_time_since(start, CpuClock(process_s=2.0, ticks=None)) == {"process_cpu_s": 1.0}
+    assert describe_cpu_time(cpu_time_since(start, end)) == "0.5 CPU min, 18% of the cores' time stolen by the host"
+
+
 # -- the run record ----------------------------------------------------------------------------------
 def test_the_choice_is_logged_and_recorded_in_run_json_and_not_part_of_the_run_config(tmp_path, caplog, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the automatic choice, following the load
@@ -199,3 +219,9 @@ def test_the_choice_is_logged_and_recorded_in_run_json_and_not_part_of_the_run_c
     # Another thread count resumes the same run: the count is not what the run trains.
     assert run_config(tiny_cfg(tmp_path, "trainer.cpu_threads=3")) == run_config(tiny_cfg(tmp_path))
     assert "cpu_threads" not in json.loads((tmp_path / "run.json").read_text())["config"]["trainer"]
+    # Where the wall time went: the process's CPU seconds and its cores' shares, which add up to 1.
+    cpu_time = json.loads((tmp_path / "run.json").read_text())["cpu_time"]
+    assert cpu_time["process_cpu_s"] > 0
+    if sys.platform == "linux":
+        shares = [cpu_time[f"cores_{k}_share"] for k in ("busy", "idle", "stolen")]
+        assert sum(shares) == pytest.approx(1, abs=0.002) and all(0 <= s <= 1 for s in shares)

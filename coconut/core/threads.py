@@ -132,21 +132,35 @@ def threads_for_load(most: int, cores: int, others_busy: float) -> int:
     return max(1, min(most, math.floor(cores - others_busy + 0.25)))
 
 
-def cpu_seconds(cpus: set[int], stat: Path = PROC_STAT) -> tuple[float, float] | None:
-    """(seconds `cpus` were busy, this process's CPU seconds) since boot; None without /proc/stat."""
+def cpu_ticks(cpus: set[int], stat: Path = PROC_STAT) -> list[int] | None:
+    """/proc/stat's counters summed over `cpus`, in clock ticks since boot: user, nice, system, idle,
+    iowait, irq, softirq, steal (steal: time the hypervisor gave these cores to other guests).
+    None without /proc/stat."""
     try:
         lines = stat.read_text().splitlines()
     except OSError:
         return None
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    busy = 0
+    total = [0] * 8
     for line in lines:
         name, *values = line.split()
         if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-            numbers = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
-            busy += sum(numbers) - numbers[3] - numbers[4]
+            numbers = [int(v) for v in values[:8]] + [0] * (8 - len(values[:8]))
+            total = [t + n for t, n in zip(total, numbers)]
+    return total
+
+
+def clock_ticks_per_second() -> int:
+    return os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(cpus: set[int], stat: Path = PROC_STAT) -> tuple[float, float] | None:
+    """(seconds `cpus` were busy, this process's CPU seconds) since boot; None without /proc/stat."""
+    ticks = cpu_ticks(cpus, stat)
+    if ticks is None:
+        return None
+    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait: steal counts as busy
     own = os.times()
-    return busy / ticks, own.user + own.system
+    return busy / clock_ticks_per_second(), own.user + own.system
 
 
 # A fixed count's warning waits for this many samples in a row (about a second each) with fewer free

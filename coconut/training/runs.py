@@ -3,10 +3,12 @@ resumes, and the rule that a run never writes over another run's outputs.
 
 `run.json` holds the run's config (resolved, paths left out), its status (`running`, then
 `finished`, `interrupted` (SIGTERM, Ctrl-C) or `failed`), the process that runs it, the checkpoint
-it resumed from (the final metrics are in `metrics.json`). With `resume=auto` a new run looks at the
-run folders next to its own (Hydra's `outputs/train/runs/*`, or the jobs of earlier sweeps) for the
-most recent run with the same config; if that run did not finish and its process is gone, the new
-run starts from its `checkpoints/last.ckpt`, writing into its own folder.
+it resumed from (the final metrics are in `metrics.json`), and at its end `cpu_time`: the
+process's CPU seconds and the machine's busy / idle / stolen shares while it ran
+(coconut/training/cpu_time.py). With `resume=auto` a new run looks at the run folders next to its
+own (Hydra's `outputs/train/runs/*`, or the jobs of earlier sweeps) for the most recent run with the
+same config; if that run did not finish and its process is gone, the new run starts from its
+`checkpoints/last.ckpt`, writing into its own folder.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from coconut.core.errors import ConfigError
+from coconut.training.cpu_time import CpuClock, cpu_time_since, describe_cpu_time
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +99,9 @@ def start_run(folder: Path, config: dict, resumed_from: Path | None, cpu_threads
     return record
 
 
-def end_run(folder: Path, record: dict, status: str) -> None:
-    write_run(folder, dict(record, status=status, ended=time.time()))
+def end_run(folder: Path, record: dict, status: str, cpu_time: dict | None = None) -> None:
+    extra = {"cpu_time": cpu_time} if cpu_time is not None else {}
+    write_run(folder, dict(record, status=status, ended=time.time(), **extra))
 
 
 def _alive(record: dict) -> bool:
@@ -237,6 +241,7 @@ def recorded(
     if not enabled:
         yield
         return
+    clock = CpuClock.read()
     record = start_run(folder, config, resumed_from, cpu_threads)
     status = "failed"
     try:
@@ -246,4 +251,7 @@ def recorded(
         status = "interrupted"
         raise
     finally:
-        end_run(folder, record, status)
+        cpu_time = cpu_time_since(clock)
+        end_run(folder, record, status, cpu_time)
+        minutes = (time.time() - record["started"]) / 60
+        log.info("run %s after %.1f min (%s)", status, minutes, describe_cpu_time(cpu_time))
