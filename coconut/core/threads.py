@@ -149,18 +149,15 @@ def cpu_ticks(cpus: set[int], stat: Path = PROC_STAT) -> list[int] | None:
     return total
 
 
-def clock_ticks_per_second() -> int:
-    return os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
 def cpu_seconds(cpus: set[int], stat: Path = PROC_STAT) -> tuple[float, float] | None:
     """(seconds `cpus` were busy, this process's CPU seconds) since boot; None without /proc/stat."""
     ticks = cpu_ticks(cpus, stat)
     if ticks is None:
         return None
     busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait: steal counts as busy
+    ticks_per_second = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     own = os.times()
-    return busy / clock_ticks_per_second(), own.user + own.system
+    return busy / ticks_per_second, own.user + own.system
 
 
 # A fixed count's warning waits for this many samples in a row (about a second each) with fewer free

@@ -4,7 +4,7 @@ resumes, and the rule that a run never writes over another run's outputs.
 `run.json` holds the run's config (resolved, paths left out), its status (`running`, then
 `finished`, `interrupted` (SIGTERM, Ctrl-C) or `failed`), the process that runs it, the checkpoint
 it resumed from (the final metrics are in `metrics.json`), and at its end `cpu_time`: the
-process's CPU seconds and the machine's busy / idle / stolen shares while it ran
+process's CPU seconds and the busy / idle / stolen shares of its cores while it ran
 (coconut/training/cpu_time.py). With `resume=auto` a new run looks at the run folders next to its
 own (Hydra's `outputs/train/runs/*`, or the jobs of earlier sweeps) for the most recent run with the
 same config; if that run did not finish and its process is gone, the new run starts from its
