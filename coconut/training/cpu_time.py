@@ -4,7 +4,7 @@ machine's cores to other guests).
 
 Wall times from shared virtual machines are not comparable without it: on the 2-core VM the graph
 presets were timed on, the host took 15% of the cores' time over a 20-second sample while one
-training ran alone, and that training's updates took 0.12-0.23 s from minute to minute. Linux only
+training ran alone, and that training's updates took 0.13-0.23 s from minute to minute. Linux only
 (`/proc/stat`); elsewhere the shares are left out.
 """
 
