@@ -99,9 +99,8 @@ def start_run(folder: Path, config: dict, resumed_from: Path | None, cpu_threads
     return record
 
 
-def end_run(folder: Path, record: dict, status: str, cpu_time: dict | None = None) -> None:
-    extra = {"cpu_time": cpu_time} if cpu_time is not None else {}
-    write_run(folder, dict(record, status=status, ended=time.time(), **extra))
+def end_run(folder: Path, record: dict, status: str, cpu_time: dict) -> None:
+    write_run(folder, dict(record, status=status, ended=time.time(), cpu_time=cpu_time))
 
 
 def _alive(record: dict) -> bool:
