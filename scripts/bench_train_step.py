@@ -9,8 +9,10 @@ machine shared with other work), and the ratio of peak memory (target <= 1.10x):
 allocator's peak; on CPU, where torch keeps no allocator statistics, the weights and optimizer state
 plus the peak of the step's allocations as the profiler records them.
 `--precision bf16` runs both steps under bf16 autocast, as `trainer.precision=bf16-mixed` does.
-Sequences look like GSM8K-Aug at stage 3 with c=2: a 40-80 token question, <|start-latent|>,
-6 thoughts, <|end-latent|>, then 10-30 tokens of remaining steps and answer.
+Sequences look like GSM8K-Aug at stage 3 with c=2 for the GPT-2 models: a 40-80 token question,
+<|start-latent|>, 6 thoughts, <|end-latent|>, then 10-30 tokens of remaining steps and answer; like
+the graph presets' stage 3 for their Llama: a 40-56 token edge list, 9 thoughts (between the markers
+that those presets leave out), a 4-token answer.
 """
 
 from __future__ import annotations
@@ -23,28 +25,47 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 import coconut
 from coconut.core.model import ContinuousThoughtLM
 from coconut.data.collate import collate_training
 
-MODELS = {  # name: (layers, width, heads, batch, vocabulary)
-    "tiny GPT-2 (4x256), GPT-2 vocabulary": (4, 256, 4, 32, 50257),
-    "tiny GPT-2 (4x256), quickstart vocabulary": (4, 256, 4, 32, 300),
-    "GPT-2-small size (12x768)": (12, 768, 12, 8, 50257),
+GSM8K_STAGE3 = {"thoughts": 6, "question": (40, 80), "rest": (10, 30)}
+GRAPH_STAGE3 = {"thoughts": 9, "question": (40, 56), "rest": (4, 4)}
+MODELS = {  # name: (family, layers, width, heads, batch, vocabulary, sequences)
+    "tiny GPT-2 (4x256), GPT-2 vocabulary": ("gpt2", 4, 256, 4, 32, 50257, GSM8K_STAGE3),
+    "tiny GPT-2 (4x256), quickstart vocabulary": ("gpt2", 4, 256, 4, 32, 300, GSM8K_STAGE3),
+    "GPT-2-small size (12x768)": ("gpt2", 12, 768, 12, 8, 50257, GSM8K_STAGE3),
+    # conf/model/llama_tiny.yaml as the graph presets train it (tied embeddings), at their stage 3
+    "graph presets' Llama (2x128)": ("llama", 2, 128, 4, 32, 384, GRAPH_STAGE3),
 }
-THOUGHTS = 6
 
 
-def make_batch(batch: int, vocab: int, seed: int = 0) -> dict:
+def make_model(family: str, layers: int, width: int, heads: int, vocab: int):
+    if family == "llama":
+        config = LlamaConfig(
+            vocab_size=vocab,
+            num_hidden_layers=layers,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_attention_heads=heads,
+            num_key_value_heads=heads // 2,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+        )
+        return LlamaForCausalLM(config)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_layer=layers, n_embd=width, n_head=heads, n_positions=256))
+
+
+def make_batch(batch: int, vocab: int, thoughts: int, question: tuple, rest: tuple, seed: int = 0) -> dict:
     rng = random.Random(seed)
     latent, start, end = vocab - 1, vocab - 2, vocab - 3
     rows = []
     for _ in range(batch):
-        question = [rng.randrange(vocab - 3) for _ in range(rng.randint(40, 80))]
-        rest = [rng.randrange(vocab - 3) for _ in range(rng.randint(10, 30))]
-        rows.append(question + [start] + [latent] * THOUGHTS + [end] + rest)
+        question_ids = [rng.randrange(vocab - 3) for _ in range(rng.randint(*question))]
+        rest_ids = [rng.randrange(vocab - 3) for _ in range(rng.randint(*rest))]
+        rows.append(question_ids + [start] + [latent] * thoughts + [end] + rest_ids)
     labels = [[-100] * (r.index(end) + 1) + r[r.index(end) + 1 :] for r in rows]
     return collate_training(rows, labels, latent, pad_id=0) | {"latent": latent}
 
@@ -64,14 +85,24 @@ def cpu_peak_bytes(step, persistent: int) -> int:
 
 
 def bench(
-    name: str, layers: int, width: int, heads: int, batch_size: int, vocab: int, repeats: int, device: str, bf16: bool
+    name: str,
+    family: str,
+    layers: int,
+    width: int,
+    heads: int,
+    batch_size: int,
+    vocab: int,
+    sequences: dict,
+    repeats: int,
+    device: str,
+    bf16: bool,
 ):
     torch.manual_seed(0)
-    lm = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_layer=layers, n_embd=width, n_head=heads, n_positions=256))
+    lm = make_model(family, layers, width, heads, vocab)
     lm.to(device).train()
     model = ContinuousThoughtLM(lm, latent_token_id=vocab - 1)
     optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-4)
-    b = make_batch(batch_size, vocab)
+    b = make_batch(batch_size, vocab, **sequences)
     ids, mask, pos, labels = (b[k].to(device) for k in ("input_ids", "attention_mask", "position_ids", "labels"))
 
     def coconut_step():
@@ -122,7 +153,8 @@ def bench(
         memory = ("peak", cpu_peak_bytes(plain_step, persistent), cpu_peak_bytes(coconut_step, persistent))
     kind, mem_plain, mem_coconut = memory
     print(
-        f"{name:45s} batch {batch_size:2d} | step plain {plain * 1e3:7.1f} ms  coconut {coconut * 1e3:7.1f} ms  "
+        f"{name:45s} batch {batch_size:2d}, {sequences['thoughts']} thoughts | "
+        f"step plain {plain * 1e3:7.1f} ms  coconut {coconut * 1e3:7.1f} ms  "
         f"ratio {coconut / plain:.2f}x{cpu_ratio} | {kind} plain {mem_plain / 2**20:7.1f} MiB  coconut "
         f"{mem_coconut / 2**20:7.1f} MiB  ratio {mem_coconut / mem_plain:.2f}x"
     )
@@ -140,7 +172,6 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(
         f"device {device}, precision {args.precision}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{THOUGHTS} thoughts/sample, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, coconut from {Path(coconut.__file__).parent}"
     )
     for name, spec in MODELS.items():

@@ -6,12 +6,14 @@ import logging
 import pytest
 import torch
 from conftest import tiny_lm
-from test_model import LATENT, PAD, ROWS, step_by_step
+from test_model import END, LATENT, PAD, ROWS, START, step_by_step
 from transformers import MistralConfig, MistralForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from transformers.models.mistral.modeling_mistral import MistralRMSNorm
+from transformers.pytorch_utils import Conv1D
 
 from coconut.core.model import ContinuousThoughtLM
+from coconut.core.thought_band import deferred_weight_grads
 from coconut.data.collate import collate_training
 
 
@@ -119,3 +121,34 @@ def test_a_training_cache_can_be_continued_past_its_length(family):
     head, cache = model.run(ids[:, :split], mask[:, :split], pos[:, :split])
     tail, _ = model.run(ids[:, split:], mask, pos[:, split:], cache)  # more than the cache was sized for
     torch.testing.assert_close(torch.cat([head, tail], 1), whole, atol=1e-12, rtol=1e-12)
+
+
+def test_a_one_column_band_is_exact(family):
+    # The band's only column joins the pass over the rest: no single-column pass at all.
+    rows = [[5, 6, 7, START, LATENT, END, 9, 10], [8, 9, START, LATENT, END, 11, 12, 13, 14]]
+    check_training_step_is_exact(tiny_lm(family), rows)
+
+
+def test_the_band_defers_the_weight_gradients_of_every_linear_layer(family):
+    decoder = tiny_lm(family).base_model
+    linears = [m for m in decoder.modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
+    assert linears, family
+    assert deferred_weight_grads(decoder).layers == linears
+
+
+def test_an_error_in_a_band_call_leaves_the_layers_as_they_were(family):
+    lm = tiny_lm(family).double().eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+
+    def fail_in_the_band(module, args):
+        if args[0].shape[1] == 1:  # (B, 1, D): a single-column (band) call
+            raise RuntimeError("failed in the band")
+
+    first_linear = next(m for m in lm.base_model.modules() if isinstance(m, (torch.nn.Linear, Conv1D)))
+    handle = first_linear.register_forward_pre_hook(fail_in_the_band)
+    with pytest.raises(RuntimeError, match="failed in the band"):
+        model(batch["input_ids"], batch["attention_mask"], batch["position_ids"])
+    handle.remove()
+    assert not [name for name, m in lm.named_modules() if "forward" in vars(m)]
+    check_training_step_is_exact(lm)

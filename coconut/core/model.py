@@ -8,12 +8,12 @@ Gradients flow through the replacement, so thoughts are trained end to end.
 How it is computed (equal to running the model one position at a time, but fast):
 the batch's latent positions lie in a band of columns [lo, hi] (the collator aligns them). We run
   1. one pass over the prefix [0, lo) that fills a KV cache,
-  2. one single-column cached pass per column in the band, shared by the whole batch: a row whose
+  2. one single-column cached pass per column in [lo, hi), shared by the whole batch: a row whose
      column is a latent takes the previous column's hidden state as input, the other rows their
      token embedding,
-  3. one cached pass over the rest (hi, T).
-So the extra cost over a plain forward is (hi - lo + 1) small calls, not a per-position Python
-loop over the batch. In training, thought_band.py keeps those calls cheap: a KV cache filled in
+  3. one cached pass over the rest [hi, T), column hi's input made as in 2.
+So the extra cost over a plain forward is (hi - lo) small calls, not a per-position Python loop
+over the batch. In training, thought_band.py keeps those calls cheap: a KV cache filled in
 place instead of copied per column, and the band's weight gradients computed once, not per column.
 This module has no Lightning or Hydra in it.
 """
@@ -193,14 +193,16 @@ class ContinuousThoughtLM(nn.Module):
                 thought = thought_hook(thought, t)
             norms.append(thought.detach().float().norm(dim=-1))  # (B, 1)
             step_input = torch.where(is_latent[:, t, None, None], thought, embeds[:, t : t + 1])
+            if t == hi:  # nothing in the band reads its output: it joins the pass over the rest
+                break
             with band_grads or nullcontext():
                 previous = self._decode(
                     step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache
                 )
             chunks.append(previous)
         self.last_thought_norms = torch.cat(norms, 1).masked_fill(~is_latent[:, lo : hi + 1], float("nan"))
-        if hi + 1 < input_ids.shape[1]:
-            chunks.append(self._decode(embeds[:, hi + 1 :], attention_mask, position_ids[:, hi + 1 :], cache))
+        rest = torch.cat([step_input, embeds[:, hi + 1 :]], 1)  # columns hi..T-1
+        chunks.append(self._decode(rest, attention_mask, position_ids[:, hi:], cache))
         return torch.cat(chunks, dim=1), cache
 
     def forward(
