@@ -136,6 +136,24 @@ def test_the_band_defers_the_weight_gradients_of_every_linear_layer(family):
     assert deferred_weight_grads(decoder).layers == linears
 
 
+def test_a_layer_whose_forward_another_library_wrapped_keeps_its_wrapper(family):
+    lm = tiny_lm(family).double().eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    wrapped = next(m for m in lm.base_model.modules() if isinstance(m, (torch.nn.Linear, Conv1D)))
+    calls = []
+
+    def wrapper(x, stock=wrapped.forward):  # as accelerate's hooks do: an instance attribute
+        calls.append(x.shape)
+        return stock(x)
+
+    wrapped.forward = wrapper
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    model(batch["input_ids"], batch["attention_mask"], batch["position_ids"])
+    assert wrapped.forward is wrapper
+    assert (len(ROWS), 1) == tuple(calls[1][:2])  # the band's single-column calls went through it too
+    check_training_step_is_exact(lm)
+
+
 def test_an_error_in_a_band_call_leaves_the_layers_as_they_were(family):
     lm = tiny_lm(family).double().eval()
     model = ContinuousThoughtLM(lm, LATENT)

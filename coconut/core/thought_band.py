@@ -146,8 +146,9 @@ def deferred_weight_grads(decoder: torch.nn.Module) -> DeferredWeightGrads | Non
 
 def _is_trainable_linear(layer: nn.Module) -> bool:
     """An `nn.Linear` or `Conv1D` whose forward is the stock one (a subclass that overrides it, e.g. a
-    quantized layer, keeps its own) and whose weight and bias, if any, take gradients."""
-    stock = type(layer).forward in (nn.Linear.forward, Conv1D.forward)
+    quantized layer, keeps its own, and so does a layer whose forward another library wrapped on the
+    instance, e.g. accelerate's device hooks) and whose weight and bias, if any, take gradients."""
+    stock = type(layer).forward in (nn.Linear.forward, Conv1D.forward) and "forward" not in vars(layer)
     params = [p for p in (getattr(layer, "weight", None), getattr(layer, "bias", None)) if p is not None]
     return stock and bool(params) and all(p.requires_grad for p in params)
 
