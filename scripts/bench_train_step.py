@@ -25,37 +25,31 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from omegaconf import OmegaConf
+from transformers import AutoConfig, AutoModelForCausalLM
 
 import coconut
 from coconut.core.model import ContinuousThoughtLM
 from coconut.data.collate import collate_training
 
+ROOT = Path(__file__).resolve().parent.parent
+
 GSM8K_STAGE3 = {"thoughts": 6, "question": (40, 80), "rest": (10, 30)}
 GRAPH_STAGE3 = {"thoughts": 9, "question": (40, 56), "rest": (4, 4)}
-MODELS = {  # name: (family, layers, width, heads, batch, vocabulary, sequences)
-    "tiny GPT-2 (4x256), GPT-2 vocabulary": ("gpt2", 4, 256, 4, 32, 50257, GSM8K_STAGE3),
-    "tiny GPT-2 (4x256), quickstart vocabulary": ("gpt2", 4, 256, 4, 32, 300, GSM8K_STAGE3),
-    "GPT-2-small size (12x768)": ("gpt2", 12, 768, 12, 8, 50257, GSM8K_STAGE3),
-    # conf/model/llama_tiny.yaml as the graph presets train it (tied embeddings), at their stage 3
-    "graph presets' Llama (2x128)": ("llama", 2, 128, 4, 32, 384, GRAPH_STAGE3),
+# The graph presets' model: conf/model/llama_tiny.yaml as they train it (tied, graph_stage0.yaml).
+LLAMA_TINY = dict(OmegaConf.load(ROOT / "conf/model/llama_tiny.yaml").architecture, tie_word_embeddings=True)
+
+
+def gpt2(layers: int, width: int, heads: int) -> dict:
+    return {"model_type": "gpt2", "n_layer": layers, "n_embd": width, "n_head": heads, "n_positions": 256}
+
+
+MODELS = {  # name: (architecture, batch, vocabulary, sequences)
+    "tiny GPT-2 (4x256), GPT-2 vocabulary": (gpt2(4, 256, 4), 32, 50257, GSM8K_STAGE3),
+    "tiny GPT-2 (4x256), quickstart vocabulary": (gpt2(4, 256, 4), 32, 300, GSM8K_STAGE3),
+    "GPT-2-small size (12x768)": (gpt2(12, 768, 12), 8, 50257, GSM8K_STAGE3),
+    "graph presets' Llama (2x128)": (LLAMA_TINY, 32, 384, GRAPH_STAGE3),
 }
-
-
-def make_model(family: str, layers: int, width: int, heads: int, vocab: int):
-    if family == "llama":
-        config = LlamaConfig(
-            vocab_size=vocab,
-            num_hidden_layers=layers,
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_attention_heads=heads,
-            num_key_value_heads=heads // 2,
-            max_position_embeddings=256,
-            tie_word_embeddings=True,
-        )
-        return LlamaForCausalLM(config)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_layer=layers, n_embd=width, n_head=heads, n_positions=256))
 
 
 def make_batch(batch: int, vocab: int, thoughts: int, question: tuple, rest: tuple, seed: int = 0) -> dict:
@@ -85,20 +79,12 @@ def cpu_peak_bytes(step, persistent: int) -> int:
 
 
 def bench(
-    name: str,
-    family: str,
-    layers: int,
-    width: int,
-    heads: int,
-    batch_size: int,
-    vocab: int,
-    sequences: dict,
-    repeats: int,
-    device: str,
-    bf16: bool,
+    name: str, architecture: dict, batch_size: int, vocab: int, sequences: dict, repeats: int, device: str, bf16: bool
 ):
     torch.manual_seed(0)
-    lm = make_model(family, layers, width, heads, vocab)
+    architecture = dict(architecture)
+    config = AutoConfig.for_model(architecture.pop("model_type"), vocab_size=vocab, **architecture)
+    lm = AutoModelForCausalLM.from_config(config)
     lm.to(device).train()
     model = ContinuousThoughtLM(lm, latent_token_id=vocab - 1)
     optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-4)
