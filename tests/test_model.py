@@ -63,6 +63,18 @@ def test_gradients_equal_step_by_step(family):
         torch.testing.assert_close(batched[name], param.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_the_loss_is_the_mean_cross_entropy_over_the_labelled_positions(family):
+    # The loss takes the logits of the labelled positions alone; the full logits give the same.
+    lm = tiny_lm(family).eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    labels = [[-100] * (r.index(END) + 1) + r[r.index(END) + 1 :] if END in r else r for r in ROWS]
+    batch = collate_training(ROWS, labels, LATENT, PAD)
+    out = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"], labels=batch["labels"])
+    targets = batch["labels"][:, 1:]  # a left pad column's target is the row's first label: -100 here
+    expected = nn.functional.cross_entropy(out.logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)
+    torch.testing.assert_close(out.loss, expected, atol=1e-6, rtol=1e-6)
+
+
 def test_without_latents_it_is_the_base_model(family):
     lm = tiny_lm(family).eval()
     ids = torch.tensor([ROWS[4]])

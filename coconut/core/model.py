@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -38,10 +39,16 @@ ThoughtHook = Callable[[torch.Tensor, int], torch.Tensor]
 
 @dataclass
 class ThoughtOutput:
-    logits: torch.Tensor  # (B, T, V)
     hidden_states: torch.Tensor  # (B, T, D) last layer, after the final norm
+    logits_of: Callable[[torch.Tensor], torch.Tensor]  # hidden states (..., D) -> logits (..., V)
     loss: torch.Tensor | None = None
     past_key_values: DynamicCache | None = None
+
+    @cached_property
+    def logits(self) -> torch.Tensor:
+        """(B, T, V), computed on first use: a training step reads only the loss, which takes the
+        logits of the labelled positions alone."""
+        return self.logits_of(self.hidden_states)
 
 
 class _DecoderOutput:
@@ -180,19 +187,22 @@ class ContinuousThoughtLM(nn.Module):
                 "a <|latent|> token cannot start a (continued) sequence: its thought is the hidden state "
                 "of the position before it"
             )
-        chunks = [self._decode(embeds[:, :lo], attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
+        # One split of the embeddings into the prefix, each band column and the rest: its backward is
+        # one cat, where a slice per piece would each write a gradient the size of the whole sequence.
+        prefix, *columns, tail = embeds.split([lo] + [1] * (hi + 1 - lo) + [embeds.shape[1] - hi - 1], dim=1)
+        chunks = [self._decode(prefix, attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
         previous = chunks[-1][:, -1:]  # (B, 1, D)
         # In training, the band's linear layers leave their weight gradients to one product per weight.
         band_grads = deferred_weight_grads(self.decoder)
         if band_grads is not None:
             previous = band_grads.gate(previous)
         norms = []
-        for t in range(lo, hi + 1):
+        for t, column in zip(range(lo, hi + 1), columns):
             thought = self.thought_projection(previous)  # (B, 1, D)
             if thought_hook is not None:
                 thought = thought_hook(thought, t)
             norms.append(thought.detach().float().norm(dim=-1))  # (B, 1)
-            step_input = torch.where(is_latent[:, t, None, None], thought, embeds[:, t : t + 1])
+            step_input = torch.where(is_latent[:, t, None, None], thought, column)
             if t == hi:  # nothing in the band reads its output: it joins the pass over the rest
                 break
             with band_grads or nullcontext():
@@ -201,7 +211,7 @@ class ContinuousThoughtLM(nn.Module):
                 )
             chunks.append(previous)
         self.last_thought_norms = torch.cat(norms, 1).masked_fill(~is_latent[:, lo : hi + 1], float("nan"))
-        rest = torch.cat([step_input, embeds[:, hi + 1 :]], 1)  # columns hi..T-1
+        rest = torch.cat([step_input, tail], 1)  # columns hi..T-1
         chunks.append(self._decode(rest, attention_mask, position_ids[:, hi:], cache))
         return torch.cat(chunks, dim=1), cache
 
@@ -215,18 +225,20 @@ class ContinuousThoughtLM(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden, cache = self.run(input_ids, attention_mask, position_ids)
-        logits = self.logits(hidden)
         loss = None
         if labels is not None:
-            # Next-token loss: the logits at t predict the label at t + 1. The labels are shifted,
-            # not the logits: slicing (B, T, V) logits would copy them. A pad column predicts
+            # Next-token loss: the logits at t predict the label at t + 1. A pad column predicts
             # nothing (a left-padded row's first token has no real position before it).
             targets = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T)
             targets = targets.masked_fill(attention_mask == 0, -100)
+            # Logits only where there is a label (a stage-k sequence's question and thoughts have
+            # none): the same loss, for a fraction of the LM head's and the softmax's cost.
+            scored = targets != -100  # (B, T)
+            logits = self.logits(hidden[scored])  # (N, V)
             # At least float32 (a bf16 model's loss), never below the model's own precision (float64 checks).
-            scored = logits if logits.dtype == torch.float64 else logits.float()
-            loss = nn.functional.cross_entropy(scored.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        return ThoughtOutput(logits=logits, hidden_states=hidden, loss=loss, past_key_values=cache)
+            logits = logits if logits.dtype == torch.float64 else logits.float()
+            loss = nn.functional.cross_entropy(logits, targets[scored])
+        return ThoughtOutput(hidden_states=hidden, logits_of=self.logits, loss=loss, past_key_values=cache)
 
     @staticmethod
     def thoughts(input_ids: torch.Tensor, hidden_states: torch.Tensor, latent_token_id: int) -> list[torch.Tensor]:
