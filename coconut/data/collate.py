@@ -20,19 +20,34 @@ Generation prompts are instead all left-padded so that every prompt ends in the 
 
 from __future__ import annotations
 
+from array import array
+from itertools import repeat
+
 import torch
 
 
 def _stack(rows: list[list[int]], left: list[int], width: int, fill: int) -> torch.Tensor:
-    return torch.tensor([[fill] * lp + r + [fill] * (width - lp - len(r)) for r, lp in zip(rows, left)])
+    # Through a flat array.array, not torch.tensor(nested lists): ~3x faster. The collate runs in
+    # the training process: ~2 ms a batch of 32 saved, 1.5% of a graph preset's step on 2 cores.
+    flat = array("q")
+    for row, lp in zip(rows, left):
+        flat.extend(repeat(fill, lp))
+        flat.extend(row)
+        flat.extend(repeat(fill, width - lp - len(row)))
+    if not flat:  # frombuffer refuses an empty buffer
+        return torch.zeros(len(rows), width, dtype=torch.long)
+    return torch.frombuffer(flat, dtype=torch.long).view(len(rows), width).clone()
 
 
 def _batch(input_ids: list[list[int]], left: list[int], pad_id: int, labels: list[list[int]] | None):
     width = max(lp + len(r) for r, lp in zip(input_ids, left))
+    start = torch.tensor(left)[:, None]  # (B, 1): each row's first real column
+    positions = torch.arange(width)[None, :] - start  # (B, width)
+    real = (positions >= 0) & (positions < torch.tensor([len(r) for r in input_ids])[:, None])
     batch = {
         "input_ids": _stack(input_ids, left, width, pad_id),
-        "attention_mask": _stack([[1] * len(r) for r in input_ids], left, width, 0),
-        "position_ids": _stack([list(range(len(r))) for r in input_ids], left, width, 0),
+        "attention_mask": real.long(),
+        "position_ids": positions.masked_fill(~real, 0),
     }
     if labels is not None:
         batch["labels"] = _stack(labels, left, width, -100)
