@@ -1,5 +1,7 @@
 """Benchmark: a stage-3 COCONUT training step against a plain teacher-forced step of the same base
-model on the same token sequences (forward + backward + AdamW), measured interleaved in one process.
+model on the same token sequences (forward + backward + AdamW as training configures it), measured
+interleaved in one process. The plain step is the one chain-of-thought training takes: the same
+wrapper and loss, no thought loop.
 
     python scripts/bench_train_step.py [--repeats 10] [--threads 2] [--precision bf16]
 
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -87,7 +90,10 @@ def bench(
     lm = AutoModelForCausalLM.from_config(config)
     lm.to(device).train()
     model = ContinuousThoughtLM(lm, latent_token_id=vocab - 1)
-    optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-4)
+    # The same wrapper and loss with no id taken for a thought: the step CoT training takes, so that
+    # the ratio is the thought loop's cost alone.
+    plain = ContinuousThoughtLM(lm, latent_token_id=vocab)
+    optimizer = instantiate(OmegaConf.load(ROOT / "conf/train.yaml").optimizer)(params=lm.parameters())  # as training
     b = make_batch(batch_size, vocab, **sequences)
     ids, mask, pos, labels = (b[k].to(device) for k in ("input_ids", "attention_mask", "position_ids", "labels"))
 
@@ -98,9 +104,9 @@ def bench(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def plain_step():  # the same tokens, latent ids read as ordinary tokens
+    def plain_step():  # the same tokens, latent ids read as ordinary tokens: a chain-of-thought step
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            loss = lm(input_ids=ids, attention_mask=mask, position_ids=pos, labels=labels).loss
+            loss = plain(ids, mask, pos, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
