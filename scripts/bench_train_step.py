@@ -92,7 +92,7 @@ def bench(
     model = ContinuousThoughtLM(lm, latent_token_id=vocab - 1)
     # The same wrapper and loss with no id taken for a thought: the step CoT training takes, so that
     # the ratio is the thought loop's cost alone.
-    plain = ContinuousThoughtLM(lm, latent_token_id=vocab)
+    plain_model = ContinuousThoughtLM(lm, latent_token_id=vocab)
     optimizer = instantiate(OmegaConf.load(ROOT / "conf/train.yaml").optimizer)(params=lm.parameters())  # as training
     b = make_batch(batch_size, vocab, **sequences)
     ids, mask, pos, labels = (b[k].to(device) for k in ("input_ids", "attention_mask", "position_ids", "labels"))
@@ -106,7 +106,7 @@ def bench(
 
     def plain_step():  # the same tokens, latent ids read as ordinary tokens: a chain-of-thought step
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            loss = plain(ids, mask, pos, labels=labels).loss
+            loss = plain_model(ids, mask, pos, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
