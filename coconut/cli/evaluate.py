@@ -23,7 +23,7 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from coconut.cli.checkpoints import is_run_folder, load_any, load_checkpoint  # noqa: F401 (load_checkpoint: its old home)
 from coconut.cli.checks import checked_command
@@ -86,6 +86,19 @@ def thought_read(cfg: DictConfig, model, ckpt_path: str) -> str:
     return read
 
 
+def with_checkpoint_encoding(data_cfg: DictConfig, trained: DictConfig | None) -> DictConfig:
+    """A model trained on ProsQA's compact encoding reads only that encoding: any ProsQA file it is
+    evaluated on (data=prosqa, data=files ...) is encoded the same way (coconut/data/prosqa.py)."""
+    encoding = (trained.data.get("encoding") if trained is not None else None) or "text"
+    if encoding == (data_cfg.get("encoding") or "text"):
+        return data_cfg
+    log.info("reading the questions in the %s encoding the checkpoint was trained on (data.encoding)", encoding)
+    data_cfg = data_cfg.copy()
+    with open_dict(data_cfg):
+        data_cfg.encoding = encoding
+    return data_cfg
+
+
 def run_evaluation(cfg: DictConfig) -> dict:
     """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
     output_dir = Path(cfg.paths.output_dir)
@@ -117,6 +130,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
             "(and its keys, e.g. data=files data.test_path=...)"
         )
     data_cfg = cfg.data if cfg.get("data") else trained.data
+    data_cfg = with_checkpoint_encoding(data_cfg, trained)
     split = cfg.split
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split}: choose train, val or test")

@@ -7,6 +7,8 @@
     coconut-data prosqa --source prosqa_valid.json --split train --holdout 50 50
                                               # one file -> train + the last 50 / 50 as valid / test
     coconut-data svamp --source SVAMP.json    # an evaluation-only benchmark: test.json only, no steps
+    coconut-data prosqa --generate 17886      # ProsQA-distributed training records, generated offline,
+                                              # in the published format -> data/prosqa_generated/train.json
 
 Every benchmark ends as `<out>/<name>/{train,valid,test}.json` (a JSON list of `{question, steps,
 answer}`, written by `sources.write_records`) plus `manifest.json`: counts, where each split came from,
@@ -337,6 +339,31 @@ def generate(name: str, sizes: dict[str, int] | None, seed: int, digits: int) ->
     return {"train": splits["train"], "valid": splits["val"], "test": splits["test"]}
 
 
+def generate_prosqa_file(out: Path, n: int, seed: int) -> Path:
+    """`n` ProsQA records generated with the published distribution (coconut/data/prosqa.py), written in
+    the published format (`idx_to_symbol`, `edges`, `root`, `target`, `neg_target` kept) as
+    `<out>/prosqa_generated/train.json`, with a manifest."""
+    from coconut.data.prosqa import generate_prosqa
+
+    if n < 1:
+        raise UserInputError(f"--generate {n}: give the number of records to generate (>= 1)")
+    folder = out / "prosqa_generated"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "train.json"
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as f:
+        json.dump(generate_prosqa(n, seed=seed), f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    partial.replace(path)
+    manifest = {
+        "source": {"generated": "prosqa", "seed": seed},
+        "splits": {"train": {"count": n, "sha256": _sha256(path)}},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {path}: {n} generated ProsQA records (published format, seed {seed})")
+    return path
+
+
 # -- writing ---------------------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -442,6 +469,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="generated sets: the data seed (data.seed)")
     parser.add_argument(
+        "--generate",
+        type=int,
+        metavar="N",
+        help="prosqa: generate N training records with the published distribution, in the published format",
+    )
+    parser.add_argument(
         "--holdout",
         type=int,
         nargs=2,
@@ -457,6 +490,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sizes = dict(zip(SPLITS, args.sizes)) if args.sizes else None
     try:
+        if args.generate is not None:
+            if args.benchmark != "prosqa" or args.source is not None:
+                raise UserInputError("--generate makes ProsQA records: use it as `coconut-data prosqa --generate N`")
+            generate_prosqa_file(args.out, args.generate, args.seed)
+            return
         prepare(
             args.benchmark,
             out=args.out,

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 
 from coconut.core.errors import ConfigError
 from coconut.data.checks import check_records
+from coconut.data.prosqa import encode_records
 from coconut.data.records import Record
 from coconut.data.sources import load_records
 
@@ -62,8 +63,12 @@ def load_splits(
                 f"give data.{split}_path=<file> (contract JSON/JSONL, GSM8K-Aug .txt or GSM8K .jsonl)"
             )
         limit = data_cfg.get("limit", {}).get(split) if data_cfg.get("limit") else None
-        records[split] = loaded[:limit] if limit else loaded
-        seen.update(r.question for r in records[split])
+        loaded = loaded[:limit] if limit else loaded
+        seen.update(r.question for r in loaded)
+        # ProsQA's compact encoding (coconut/data/prosqa.py) reads every split alike, files and generated.
+        records[split] = encode_records(
+            loaded, data_cfg.get("encoding") or "text", source=split_source(data_cfg, split)
+        )
     return {s: records[s] for s in splits}
 
 
