@@ -36,10 +36,11 @@ from coconut.training.callbacks import CurriculumCallback, StageBestCheckpoint
 from coconut.training.checkpoints import load_checkpoint, require_complete
 from coconut.training.cpu_load import FollowCpuLoad
 from coconut.training.datamodule import CoconutDataModule
+from coconut.training.gate import NOT_LEARNT, GateConfig, LearningGate, StageNotLearnt
 from coconut.training.health import StopOnNonFiniteLoss
 from coconut.training.lit_module import CoconutLitModule, rebuild_from_checkpoint
 from coconut.training.progress_log import LogMetrics, lightning_logs_to_root
-from coconut.training.runs import recorded, resume_point, run_config
+from coconut.training.runs import read_run, recorded, resume_point, run_config
 from coconut.training.strategies import build_strategy
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,14 @@ def init_from_checkpoint(path: str):
     """`init_from=<.ckpt>`: the weights and tokenizer of an earlier coconut-train run (e.g. the
     chain-of-thought run a COCONUT run starts from), with a fresh optimizer and epoch 0; the
     `model` group is not used. Unlike ckpt_path (resume), the new run's config decides the rest."""
+    written_by = read_run(Path(path).resolve().parent.parent) or {}
+    if written_by.get("status") == NOT_LEARNT:
+        raise ConfigError(
+            f"init_from={path}: the run that wrote it stopped at its learning gate (run.json status "
+            f"{NOT_LEARNT}: its last stage never reached gate.min_val_acc), so its weights have not learnt what "
+            "this run builds on. Fix: rerun that stage with another seed or more gate.extra_epochs, or give "
+            "another checkpoint"
+        )
     checkpoint = load_checkpoint(path, "init_from")
     if "coconut" not in checkpoint:
         raise ConfigError(f"init_from={path}: not a coconut-train checkpoint (it has no 'coconut' entry)")
@@ -197,6 +206,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     checkpoint_dir = output_dir / "checkpoints"
     stage_best = StageBestCheckpoint(str(checkpoint_dir), curriculum, method, monitor="val/acc")
+    gate = LearningGate(GateConfig(**(cfg.get("gate") or {})), curriculum, method, monitor="val/acc")
     callbacks = [
         CurriculumCallback(
             curriculum,
@@ -207,6 +217,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         StopOnNonFiniteLoss(),
         FollowCpuLoad(cpu_threads),
         stage_best,
+        gate,
         LogMetrics(),  # train/loss, validation and test metrics as log lines (console and train.log)
         *(instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None),
     ]
@@ -218,19 +229,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(
         trainer_cfg, callbacks=callbacks, logger=logger or False, **({"strategy": strategy} if strategy else {})
     )
-    with recorded(output_dir, run_cfg, ckpt_path, enabled=trainer.is_global_zero, cpu_threads=cpu_threads.record):
+    with recorded(
+        output_dir, run_cfg, ckpt_path, enabled=trainer.is_global_zero, cpu_threads=cpu_threads.record
+    ) as run:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if cfg.get("test"):
+        if gate.failure:
+            run["status"] = NOT_LEARNT
+        elif cfg.get("test"):
             trainer.test(module, datamodule=datamodule, ckpt_path=None)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     if trainer.is_global_zero:
         # What scripts/aggregate.py tabulates across a sweep: final metrics, best val/acc per stage.
         best = {f"stage{s}": b["score"] for s, b in sorted(stage_best.best.items())}
-        summary = {"final": metrics, "best_per_stage": {"val/acc": best}}
+        summary = {"final": metrics, "best_per_stage": {"val/acc": best}, "gate": gate.summary()}
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
         for tensorboard in (lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)):
             write_hparams(Path(tensorboard.log_dir), flat_params(run_cfg), list(metrics))  # the HPARAMS tab
+    if gate.failure:
+        raise StageNotLearnt(gate.failure)
     return metrics
 
 

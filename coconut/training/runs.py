@@ -68,6 +68,8 @@ def run_config(cfg: DictConfig) -> dict:
     # key existed: such a run compares equal to one recorded then.
     if resolved.get("legibility") == {"weight": 0.0, "read": "lm_head"}:
         resolved.pop("legibility")
+    if resolved.get("gate") == {"min_val_acc": None, "extra_epochs": 0}:  # likewise the learning gate off
+        resolved.pop("gate")
     return {k: v for k, v in resolved.items() if k not in NOT_PART_OF_THE_RUN}
 
 
@@ -236,16 +238,18 @@ def recorded(
     folder: Path, config: dict, resumed_from: Path | None, enabled: bool = True, cpu_threads: dict | None = None
 ):
     """`run.json` says `running` inside the block, then `finished`, `interrupted` (SIGTERM, Ctrl-C:
-    Lightning turns both into SystemExit) or `failed`."""
+    Lightning turns both into SystemExit) or `failed`. The block may name another ending for a run
+    that ran to its end: `outcome["status"] = ...` (the learning gate's `not_learnt`)."""
+    outcome: dict[str, str] = {}
     if not enabled:
-        yield
+        yield outcome
         return
     clock = CpuClock.read()
     record = start_run(folder, config, resumed_from, cpu_threads)
     status = "failed"
     try:
-        yield
-        status = "finished"
+        yield outcome
+        status = outcome.get("status", "finished")
     except SystemExit:
         status = "interrupted"
         raise
