@@ -25,6 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from coconut.core.errors import ConfigError
+from coconut.data.prepare import data_root
 from coconut.training.cpu_time import CpuClock, cpu_time_since, describe_cpu_time
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,15 @@ MOVED_TARGETS = {
     "coconut.callbacks.LastCheckpoint": "coconut.training.callbacks.LastCheckpoint",
     "coconut.diagnostics.ThoughtDiagnostics": "coconut.training.diagnostics.ThoughtDiagnostics",
 }
+OLD_DATA_ROOT = "./data/"  # paths.data_dir before it was absolute
 
 
 def upgraded(config):
-    """`config` (a recorded run's or a checkpoint's, as plain containers) with moved `_target_`s renamed."""
+    """`config` (a recorded run's or a checkpoint's, as plain containers) with moved `_target_`s
+    renamed, and data files recorded under the relative `./data/` (the data root was the current
+    folder's `data/`) read as the data root's (`coconut.data.prepare.data_root`)."""
+    if isinstance(config, str) and config.startswith(OLD_DATA_ROOT):
+        return str(data_root() / config.removeprefix(OLD_DATA_ROOT))
     if isinstance(config, dict):
         return {
             k: MOVED_TARGETS.get(v, v) if k == "_target_" and isinstance(v, str) else upgraded(v)
