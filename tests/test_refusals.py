@@ -137,7 +137,7 @@ def test_a_later_run_names_the_half_written_files_an_interrupted_run_left(tmp_pa
     (old / "checkpoints").mkdir(parents=True)
     shutil.copy(ckpt, old / "checkpoints" / "last.ckpt")
     (old / "checkpoints" / "last.ckpt.partial").write_bytes(b"half")
-    write_run(old, {"status": "running", "started": 1.0, "host": "", "pid": -1, "config": run_config(cfg)})
+    write_run(old, {"status": "interrupted", "started": 1.0, "host": "", "pid": -1, "config": run_config(cfg)})
     (old / "run.json.partial").write_bytes(b"")
     with caplog.at_level("WARNING"):
         assert resume_point(cfg, tmp_path / "runs" / "new", run_config(cfg)) == old / "checkpoints" / "last.ckpt"

@@ -7,6 +7,7 @@ coconut-train -m curriculum.c_thought=1,2 seed=0,1,2   # a sweep, one output fol
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import signal
@@ -26,7 +27,7 @@ from coconut.cli.checks import check_accelerator, check_thoughts_fit, checked_co
 from coconut.cli.checks import check_prepared as check_files_prepared
 from coconut.core.base_model import load_base_model, max_positions, save_tokenizer
 from coconut.core.curriculum import Curriculum
-from coconut.core.errors import ConfigError, UserInputError
+from coconut.core.errors import DISK_FULL, ConfigError, UserInputError
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import build_thought_projection
@@ -36,7 +37,7 @@ from coconut.data.checks import keep_within_context
 from coconut.data.splits import load_splits, split_source
 from coconut.eval.report import flat_params, write_hparams
 from coconut.training.callbacks import CurriculumCallback, StageBestCheckpoint
-from coconut.training.checkpoints import load_checkpoint, require_complete
+from coconut.training.checkpoints import load_checkpoint, require_complete, require_fits
 from coconut.training.cpu_load import FollowCpuLoad
 from coconut.training.datamodule import CoconutDataModule
 from coconut.training.health import StopOnNonFiniteLoss
@@ -221,6 +222,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if not isinstance(error.__cause__, MisconfigurationException):
             raise
         raise ConfigError(f"trainer: {str(error.__cause__).strip()} Fix: change these trainer.* keys") from None
+    if ckpt_path is not None:  # another architecture or vocabulary: one message, not Lightning's size mismatch
+        require_fits(ckpt_path, module, OmegaConf.to_container(cfg.model, resolve=True))
     with recorded(output_dir, run_cfg, ckpt_path, enabled=trainer.is_global_zero, cpu_threads=cpu_threads.record):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -245,6 +248,15 @@ def run(cfg: DictConfig) -> float | None:
     except UserInputError as error:
         # The user's input is wrong: say what and how to fix it, without a traceback.
         log.error("%s", error)
+        sys.exit(2)
+    except OSError as error:  # the run's folder, outside the training loop (tokenizer/, metrics.json)
+        if error.errno not in (*DISK_FULL, errno.EACCES, errno.EROFS, errno.EPERM):
+            raise
+        log.error(
+            "could not write %s (%s). Fix: free space there, or give a folder you can write to (hydra.run.dir=...)",
+            error.filename or cfg.paths.output_dir,
+            error.strerror,
+        )
         sys.exit(2)
     except SIGTERMException:
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
