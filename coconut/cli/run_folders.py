@@ -67,9 +67,11 @@ def earlier_outputs(config: DictConfig, folder: Path) -> str | None:
         status = (read_run(folder) or {}).get("status", "unknown")
         return f"a training run (status: {status})"
     if not holds_a_run(folder):
+        # A `<job>.log` beside `.hydra/` is Hydra's own, from an attempt that stopped before writing
+        # anything else (a config error): the same command may go on appending to it.
         job = OmegaConf.select(config, "hydra.job.name", default=None)
-        names = (".hydra", f"{job}.log", *WRITES.get(config.get("task_name"), ()))
-        found = sorted(name for name in names if (folder / name).exists())
+        log_file = () if (folder / ".hydra").is_dir() else (f"{job}.log",)
+        found = sorted(n for n in (*log_file, *WRITES.get(config.get("task_name"), ())) if (folder / n).exists())
         if found:
             return f"files of the names this command writes ({', '.join(found)})"
     return None
