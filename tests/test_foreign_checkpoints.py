@@ -259,3 +259,28 @@ def test_pause_is_added_after_the_official_tokens(base):
     for token in ("<|start-latent|>", "<|end-latent|>", "<|latent|>"):
         assert tokenizer.convert_tokens_to_ids(token) == official.convert_tokens_to_ids(token)
     assert tokenizer.convert_tokens_to_ids("<pause>") == len(official)
+
+
+def test_a_bare_state_dict_with_a_thought_count_is_refused_rather_than_guessed(base, tmp_path):
+    """A Coconut wrapper's state dict with `base_causallm.` stripped looks like a CoT run's bare model:
+    with n_thoughts= and no method= the evaluation would guess CoT and pad its prompts with untrained
+    <pause> rows. It asks for the method instead; with method=coconut it answers as the official code."""
+    model, tokenizer = as_run_py_builds_it(base, coconut=True)
+    state = OfficialCoconut(model).state_dict()
+    stripped = {k.removeprefix("base_causallm."): v for k, v in state.items() if k.startswith("base_causallm.")}
+    path = tmp_path / "checkpoint_stripped"
+    torch.save(stripped, path)
+    args = [f"ckpt_path={path}", f"model.pretrained={base}", "n_thoughts=2", *DATA, "legibility.ablations=[]"]
+    done = subprocess.run(
+        [sys.executable, "-m", "coconut.cli.evaluate", *args, f"hydra.run.dir={tmp_path / 'guessed'}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in output, output[-3000:]
+    (line,) = [line for line in output.splitlines() if f"ckpt_path={path}" in line and "n_thoughts=2" in line]
+    assert "cannot say which method trained it" in line and "Fix: method=coconut" in line
+    assert not (tmp_path / "guessed" / "report.json").exists()
+    report = run_evaluation(eval_cfg(tmp_path / "coconut", *args[:3], "method=coconut"))
+    assert report["method"] == "coconut" and report["tokens"]["thoughts_mean"] == 2

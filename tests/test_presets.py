@@ -203,7 +203,8 @@ def test_graph_coconut_frontier_is_the_measured_recipe_and_nothing_else():
 
 
 def test_a_missing_prepared_file_names_the_prepare_command(tmp_path):
-    with pytest.raises(ConfigError, match="run `coconut-data prosqa` first"):
+    # paths.data_dir is not the default data root: the command that writes there says --out.
+    with pytest.raises(ConfigError, match=f"run `coconut-data prosqa --out {tmp_path / 'empty'}` first"):
         train(preset_cfg("prosqa_coconut", tmp_path / "run", tmp_path / "empty"))
 
 

@@ -142,7 +142,8 @@ def test_a_benchmark_not_prepared_names_the_command_before_loading_the_model(set
     with pytest.raises(ConfigError) as error:
         run_suite(cfg)
     message = str(error.value)
-    assert "run `coconut-data multiarith`" in message and "run `coconut-data asdiv`" in message
+    # Another data root than the default: the command writes there.
+    assert f"run `coconut-data multiarith --out {empty}`" in message and "run `coconut-data asdiv --out" in message
     assert "svamp:" not in message and "benchmarks=[svamp]" in message
     with pytest.raises(ConfigError, match="no data config 'svam'"):
         run_suite(suite_cfg(tmp_path / "out", "ckpt_path=x", "benchmarks=[svam]"))

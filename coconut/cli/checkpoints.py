@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from coconut.cli.checks import CheckpointError, check_checkpoint_compatible
 from coconut.cli.train import build_curriculum, build_method
-from coconut.core.base_model import ModelLoadError, load_pretrained
+from coconut.core.base_model import ModelLoadError, load_pretrained, looks_local
 from coconut.core.curriculum import ALL_STEPS, Curriculum
 from coconut.core.errors import ConfigError
 from coconut.core.methods import Method
@@ -151,7 +151,12 @@ def _ensure_tokens(tokenizer: PreTrainedTokenizerBase, lm: PreTrainedModel) -> N
 
 
 def _load_hf(name: str, dtype: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    folder = Path(name)
+    folder = Path(name).expanduser()
+    if not folder.exists() and looks_local(name):
+        raise CheckpointError(
+            f"ckpt_path=hf:{name}: no such folder ({folder.absolute()}). Fix: give the folder save_pretrained wrote, "
+            "or a hub id (owner/name)"
+        )
     if folder.is_file():
         raise CheckpointError(
             f"ckpt_path=hf:{name}: found a file; expected a Hugging Face save_pretrained folder (config.json, "
@@ -295,6 +300,37 @@ def load_any(path: str, cfg: DictConfig) -> LoadedCheckpoint:
     """The checkpoint at `path` (a file, or hf:<folder or id>), whatever wrote it. `cfg` supplies
     method=, stage=, n_thoughts=, and for checkpoints from elsewhere model.pretrained / model.dtype
     and curriculum.c_thought / max_latent_stage."""
+    loaded = _load_any(path, cfg)
+    _check_thought_count(loaded, cfg)
+    return loaded
+
+
+def _check_thought_count(loaded: LoadedCheckpoint, cfg: DictConfig) -> None:
+    """`n_thoughts=N` (N > 0) under a method that writes no thoughts would fill its prompts with N
+    untrained <pause> rows while the report says N thoughts. Where the method was guessed (a bare
+    state dict or a plain Hugging Face model cannot say which method trained it), the message says so."""
+    n = loaded.n_thoughts
+    if not n or (loaded.method.thought != "none" and loaded.method.stage != "tokens"):
+        return
+    if not cfg.get("method") and loaded.kind in ("official", "hf"):
+        what = (
+            f"a bare state dict (no {OFFICIAL_PREFIX} prefix)"
+            if loaded.kind == "official"
+            else "a plain Hugging Face model"
+        )
+        raise ConfigError(
+            f"ckpt_path={loaded.source}: n_thoughts={n} asks for {n} thoughts per question, but {what} cannot say "
+            f"which method trained it: taken as CoT, which writes no thoughts, its prompts would hold {n} untrained "
+            "<pause> rows. Fix: method=coconut if a COCONUT run saved it (the official wrapper's weights with the "
+            "prefix stripped), or leave n_thoughts out for a CoT model (method=no_cot for a No-CoT one)"
+        )
+    raise ConfigError(
+        f"n_thoughts={n}: method={loaded.method.name} writes no thoughts, so its prompts would hold {n} untrained "
+        "<pause> rows. Fix: leave n_thoughts out (or n_thoughts=0), or evaluate with a method that writes thoughts"
+    )
+
+
+def _load_any(path: str, cfg: DictConfig) -> LoadedCheckpoint:
     if path.startswith(HF_PREFIX):
         return _from_hf(path[len(HF_PREFIX) :], cfg)
     file = Path(path)

@@ -2,7 +2,12 @@
 names the key and the fix:
 
 - `validate_config`: counts and choices of a composed `coconut-train` config;
+- `validate_eval_config`: the same for `coconut-eval` and `coconut-export` (thought count, limit, batch size);
 - `check_group_choices`: `method=xyz` / `data=xyz` on the command line, before Hydra composes;
+- `check_override_keys`: a misspelt key (`curriculum.c_thougth=2`, `+curriculum.c_thougth=2`), with
+  the key it resembles, before Hydra composes;
+- `check_accelerator`: `trainer.accelerator=gpu` (or `device=cuda`) on a machine without a GPU;
+- `check_prepared`: the files of a dataset that coconut-data writes, named with the command;
 - `check_thoughts_fit`: the final stage's thoughts and the generation budget fit the model's positions;
 - `check_checkpoint_compatible`: a checkpoint evaluated with the method and tokenizer it was
   trained with (thought kind, markers, vocabulary, special-token ids).
@@ -12,9 +17,13 @@ The record checks (answers, lengths) are the data layer's: `coconut.data.checks`
 
 from __future__ import annotations
 
+import difflib
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import torch
 
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import CheckpointError, ConfigError
@@ -22,6 +31,7 @@ from coconut.core.legibility_objective import READS
 from coconut.core.methods import Method
 from coconut.core.tokens import SPECIAL_TOKENS
 from coconut.data.checks import ANSWER_KINDS
+from coconut.data.prepare import data_root
 
 
 # -- configuration ----------------------------------------------------------------------------------
@@ -110,6 +120,7 @@ def _check_architecture(architecture: Mapping, problems: list[str]) -> None:
     1, a width that does not split into its heads, query heads not a multiple of key/value heads,
     dropout outside [0, 1]. Caught here, before a model is built or a batch is cut."""
     key = "model.architecture"
+    _check_model_type(architecture.get("model_type"), problems)
     bad = set()
     for name in ARCHITECTURE_COUNTS:
         value = architecture.get(name)
@@ -131,11 +142,68 @@ def _check_architecture(architecture: Mapping, problems: list[str]) -> None:
                 problems.append(f"{key}.{name} must be a probability in [0, 1], got {value!r}")
 
 
-def checked_command(name: str, run, config_dir: str | Path):
-    """Runs a Hydra entry point `run` as the command `name`, after `check_group_choices` on its
-    command line: an unknown group choice is one line and exit code 2, before Hydra composes."""
+def _check_model_type(model_type, problems: list[str]) -> None:
+    """A from-scratch model's `model_type` must be one Hugging Face knows; the closest ones are named
+    rather than the several hundred it knows."""
+    from transformers import CONFIG_MAPPING  # noqa: PLC0415 (slow to import; only for from-scratch models)
+
+    if model_type is None or model_type in CONFIG_MAPPING:
+        return
+    known = list(CONFIG_MAPPING.keys())
+    close = difflib.get_close_matches(str(model_type), known, n=3, cutoff=0.5) or ["gpt2", "llama"]
+    problems.append(
+        f"model.architecture.model_type={model_type} is not a Hugging Face model type (the closest: "
+        f"{', '.join(close)}; transformers knows {len(known)})"
+    )
+
+
+def validate_eval_config(cfg) -> None:
+    """Raises one ConfigError listing every out-of-range value of a `coconut-eval` or
+    `coconut-export` config, and a device this machine lacks."""
+    problems: list[str] = []
+    for key, minimum, hint in (
+        ("n_thoughts", 0, " (or null: the stage's)"),
+        ("stage", 0, " (or null: the stage the checkpoint was saved at)"),
+        ("limit", 1, " (or null: every question)"),
+        ("max_new_tokens", 1, " (or null: the data config's)"),
+        ("cpu_threads", 1, " (or null for the automatic choice)"),
+        ("curriculum.c_thought", 1, ""),
+        ("curriculum.max_latent_stage", 0, " (or null)"),
+    ):
+        _require_int(cfg, key, minimum, problems, hint)
+    if "batch_size" in cfg:
+        _require_int(cfg, "batch_size", 1, problems)
+    device = _get(cfg, "device")
+    if device is not None and device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        problems.append(f"device must be auto, cpu or cuda, got {device!r}")
+    if problems:
+        raise ConfigError(f"invalid configuration: {'; '.join(problems)}. Fix: give these keys valid values")
+    if device is not None and str(device).startswith("cuda"):
+        check_accelerator("device", device)
+
+
+def check_accelerator(key: str, accelerator) -> None:
+    """`trainer.accelerator=gpu` (or coconut-eval's `device=cuda`) where torch sees no GPU: one message,
+    rather than Lightning's MisconfigurationException inside Hydra's instantiate error."""
+    name = str(accelerator).split(":")[0]
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        fix = "trainer=cpu (or trainer.accelerator=cpu)" if key.startswith("trainer") else "device=cpu (or auto)"
+        raise ConfigError(
+            f"{key}={accelerator}, but this machine has no GPU that torch can use (torch {torch.__version__}, "
+            f"{build}). Fix: {fix}, or run on a machine with a GPU and a CUDA build of torch"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}={accelerator}, but torch sees no Apple GPU (MPS) here. Fix: trainer=cpu")
+
+
+def checked_command(name: str, run, config_dir: str | Path, config_name: str | None = None):
+    """Runs a Hydra entry point `run` as the command `name` (config `config_name`, by default the
+    name without `coconut-`), after `check_group_choices` and `check_override_keys` on its command
+    line: an unknown group choice or a misspelt key is one line and exit code 2, before Hydra composes."""
     try:
         check_group_choices(sys.argv[1:], config_dir)
+        check_override_keys(sys.argv[1:], config_dir, config_name or name.removeprefix("coconut-"))
     except ConfigError as error:
         print(f"{name}: {error}", file=sys.stderr)
         sys.exit(2)
@@ -161,6 +229,112 @@ def check_group_choices(overrides: Sequence[str], config_dir: str | Path) -> Non
                 raise ConfigError(
                     f"{key}={choice}: no such {key} (no conf/{key}/{choice}.yaml). Valid choices: {', '.join(choices)}"
                 )
+
+
+def _compose(config_dir: str | Path, config_name: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir  # noqa: PLC0415 (only on the command line)
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def _unknown_key(key: str, value: str, siblings: list[str], added: bool) -> ConfigError:
+    parent, _, leaf = key.rpartition(".")
+    where = parent or "the top level"
+    close = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.8 if added else 0.6)
+    named = f"{'+' if added else ''}{key}={value}"
+    if close:
+        right = f"{parent}.{close[0]}" if parent else close[0]
+        return ConfigError(
+            f"{named}: {where} has no key {leaf}"
+            + (", so the run would add it and train with the default" if added else "")
+            + f"; did you mean {right}? Fix: {right}={value}"
+        )
+    return ConfigError(
+        f"{named}: {where} has no key {leaf} (its keys: {', '.join(siblings[:12])}). Fix: give one of its keys, "
+        f"or +{key}={value} to add a new one"
+    )
+
+
+def check_override_keys(overrides: Sequence[str], config_dir: str | Path, config_name: str) -> None:
+    """A key the composed config lacks: `curriculum.c_thougth=2` (Hydra's "not in struct" dump) and
+    `+curriculum.c_thougth=2` (a new key nothing reads, the fix Hydra itself suggests) are one
+    ConfigError naming the key it resembles. A `+key` unlike every key beside it is a new key and
+    passes (e.g. `+model.architecture.n_inner=...`); sweeps are checked at their first value; any
+    other composition error is left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415
+    from hydra.errors import ConfigCompositionException  # noqa: PLC0415
+    from omegaconf import DictConfig, OmegaConf  # noqa: PLC0415
+
+    if any(o.startswith(("--config", "-cn", "-cp", "-cd")) for o in overrides):
+        return  # another primary config or folder: Hydra's own checks
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    except Exception:  # noqa: BLE001 (a syntax error: Hydra says it)
+        return
+    plain, added = [], []
+    for override in parsed:
+        if override.key_or_group.startswith("hydra") or override.is_delete() or override.is_force_add():
+            continue
+        try:
+            value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() else None
+            value = value if value is not None else override.get_value_element_as_str()
+        except Exception:  # noqa: BLE001 (a sweep without a first value: range over floats, ...)
+            continue
+        (added if override.is_add() else plain).append((override.key_or_group, value))
+
+    def as_overrides(pairs, prefix=""):
+        return [f"{prefix}{k}={v}" for k, v in pairs]
+
+    try:
+        base = _compose(config_dir, config_name, as_overrides(plain))
+    except ConfigCompositionException as error:
+        match = re.search(r"Could not override '([^']+)'", str(error))
+        key = match.group(1) if match else None
+        value = dict(plain).get(key)
+        if key is None or value is None:
+            return
+        try:
+            base = _compose(config_dir, config_name, as_overrides([p for p in plain if p[0] != key]))
+        except Exception:  # noqa: BLE001
+            return
+        node = OmegaConf.select(base, key.rpartition(".")[0]) if "." in key else base
+        if isinstance(node, DictConfig):
+            raise _unknown_key(key, value, [str(k) for k in node], added=False) from None
+        return
+    except Exception:  # noqa: BLE001 (anything else: Hydra says it)
+        return
+    for key, value in added:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(base, parent) if parent else base
+        if isinstance(node, DictConfig) and leaf not in node:
+            siblings = [str(k) for k in node]
+            if difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.8):
+                raise _unknown_key(key, value, siblings, added=True)
+
+
+# -- data files that coconut-data writes ---------------------------------------------------------------
+def prepare_command(data_cfg, path: str | Path) -> str:
+    """The coconut-data command that writes `path` of `data_cfg` (its `prepare`, with `--out` when the
+    data root is not the default one)."""
+    command = data_cfg.get("prepare") or f"coconut-data {data_cfg.get('name')}"
+    root = Path(path).absolute().parent.parent
+    return command if root == data_root() else f"{command} --out {root}"
+
+
+def check_prepared(data_cfg, splits: Sequence[str] = ("train", "val", "test")) -> None:
+    """A dataset that coconut-data writes (`data.prepare`) whose file for one of `splits` is missing:
+    one ConfigError naming the absolute path and the command that writes it."""
+    if not data_cfg.get("prepare"):
+        return
+    for split in splits:
+        path = data_cfg.get(f"{split}_path")
+        if path and not Path(path).exists():
+            absolute = Path(path).absolute()
+            raise ConfigError(
+                f"data={data_cfg.get('name')}: {absolute} does not exist. Fix: run `{prepare_command(data_cfg, path)}` "
+                f"first (it writes {absolute.parent}), or give data.{split}_path=<file>"
+            )
 
 
 # -- thoughts against the model's positions ---------------------------------------------------------

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from coconut.cli.checkpoints import is_run_folder, load_any, load_checkpoint  # noqa: F401 (load_checkpoint: its old home)
-from coconut.cli.checks import checked_command
+from coconut.cli.checks import check_prepared, checked_command, validate_eval_config
 from coconut.cli.run_folders import holds_an_evaluation
 from coconut.cli.stage_curve import run_stage_curve
 from coconut.cli.train import CONFIG_DIR
@@ -36,8 +36,11 @@ from coconut.core.legibility_objective import READS
 from coconut.core.thought_projection import projection_config
 from coconut.core.threads import apply_cpu_threads
 from coconut.core.tokens import special_ids
+from coconut.data.benchmarks import FORMATS
 from coconut.data.checks import keep_answerable
+from coconut.data.prepare import BENCHMARKS, conversion_left_out
 from coconut.data.sequences import tokenize_records
+from coconut.data.sources import read_converted
 from coconut.data.splits import load_splits, split_source
 from coconut.eval.evaluator import evaluate
 from coconut.eval.report import thoughts_verdict, write_evaluation
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 
 
 TRAIN_RUNS = Path("outputs") / "train" / "runs"
+# The raw files of the evaluation-only benchmarks under their published names (ASDiv.xml, SVAMP.json, ...).
+PUBLISHED_NAMES = {name for b in BENCHMARKS.values() if b.eval_only for names in b.files.values() for name in names}
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -99,8 +104,26 @@ def with_checkpoint_encoding(data_cfg: DictConfig, trained: DictConfig | None) -
     return data_cfg
 
 
+def left_out_of(data_cfg: DictConfig, split: str) -> Counter:
+    """The published file's problems that the split's file lacks, by reason: what coconut-data left
+    out (its manifest.json), or what reading a raw benchmark file (ASDiv.xml as published) leaves out."""
+    path = data_cfg.get(f"{split}_path")
+    if not path:
+        return Counter()
+    left_out = conversion_left_out(path)
+    data_format = data_cfg.get("format", "auto")
+    if not left_out and (data_format in FORMATS or data_format == "auto" and Path(path).name in PUBLISHED_NAMES):
+        try:
+            converted = read_converted(path, data_format)
+        except UserInputError:
+            return Counter()
+        left_out = Counter({f"left out at reading: {r}": len(i) for r, i in converted.left_out.items()})
+    return left_out
+
+
 def run_evaluation(cfg: DictConfig) -> dict:
     """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
+    validate_eval_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if holds_an_evaluation(output_dir) or holds_a_run(output_dir):  # before anything is written there
         raise ConfigError(
@@ -134,10 +157,13 @@ def run_evaluation(cfg: DictConfig) -> dict:
     split = cfg.split
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split}: choose train, val or test")
-    # Honest denominators: every question of the split is counted; skipped ones, by reason, as wrong.
+    check_prepared(data_cfg, (split,))  # a benchmark coconut-data writes: the command, the absolute path
+    # Honest denominators: every question of the split is counted; skipped ones, by reason, as wrong,
+    # and so are the published file's problems that coconut-data left out (ASDiv's non-numeric answers).
+    # A question without reference steps is no fault here: nothing trains on it.
     skipped_by_split: dict[str, Counter] = {}
-    records = load_splits(data_cfg, (split,), skipped=skipped_by_split)[split]
-    skipped = skipped_by_split.get(split, Counter())
+    records = load_splits(data_cfg, (split,), skipped=skipped_by_split, expect_steps=False)[split]
+    skipped = skipped_by_split.get(split, Counter()) + left_out_of(data_cfg, split)
     if cfg.get("limit"):
         records = records[: cfg.limit]
         skipped.clear()  # the answer check saw the whole file; with limit, only the first N count
@@ -240,6 +266,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def run(cfg: DictConfig) -> float:
     try:
+        validate_eval_config(cfg)  # before a suite or a curve evaluates anything
         if cfg.get("benchmarks") is not None:  # several benchmarks, one folder and a summary
             from coconut.cli.suite import run_suite  # noqa: PLC0415 (it imports this module)
 

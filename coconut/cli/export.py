@@ -26,9 +26,10 @@ import torch
 from omegaconf import DictConfig
 
 from coconut.cli.checkpoints import EXPORT_META, EXPORT_PROJECTION, load_any, thoughts_of_stage
+from coconut.cli.checks import validate_eval_config
 from coconut.cli.evaluate import resolve_checkpoint
 from coconut.cli.train import CONFIG_DIR
-from coconut.core.errors import ConfigError, UserInputError
+from coconut.core.errors import ConfigError, UserInputError, writable_folder
 from coconut.core.thought_projection import projection_config
 from coconut.core.tokens import END_LATENT, LATENT, PAUSE, START_LATENT
 
@@ -39,9 +40,11 @@ EXPORT_FORMAT = 1
 
 def export(cfg: DictConfig) -> Path:
     """Writes the folder `cfg.out` from `cfg.ckpt_path`; returns it."""
+    validate_eval_config(cfg)  # n_thoughts, stage, curriculum.* in range
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out={out}: exists and is not an empty folder. Fix: choose a new folder")
+    writable_folder(out, f"out={out}")  # before the model is loaded
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
     loaded = load_any(ckpt_path, cfg)
     model, tokenizer = loaded.model, loaded.tokenizer

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from coconut.core.errors import ConfigError
 from coconut.eval.suite import lookup
+from coconut.training.runs import read_run
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +44,44 @@ COLUMNS = (
 )
 
 
-def stage_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
-    """(stage, path) of every stage{k}-best.ckpt in a run folder or its checkpoints/ folder, by stage."""
-    folder = Path(folder)
+def _stage_files(folder: Path) -> dict[int, Path]:
     found = {}
     for path in [*folder.glob("stage*-best.ckpt"), *folder.glob("checkpoints/stage*-best.ckpt")]:
         match = STAGE_FILE.search(path.name)
         if match:
             found[int(match.group(1))] = path
+    return found
+
+
+def stage_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """(stage, path) of every stage{k}-best.ckpt in a run folder or its checkpoints/ folder, by stage.
+    A run resumed from another run's checkpoint (run.json's `resumed_from`) left the stages trained
+    before the interruption in that run's folder: they are taken from there, and the log says so."""
+    folder = Path(folder)
+    found = _stage_files(folder)
     if not found:
         raise ConfigError(
             f"ckpt_path={folder}: no stage{{k}}-best.ckpt in it or in its checkpoints/; give a coconut-train run folder"
         )
+    run, seen = (folder.parent if folder.name == "checkpoints" else folder).resolve(), set()
+    while run not in seen:
+        seen.add(run)
+        resumed_from = (read_run(run) or {}).get("resumed_from")
+        if not resumed_from:
+            break
+        earlier = Path(resumed_from).resolve().parent.parent
+        if not earlier.is_dir():
+            log.warning(
+                "%s resumed from %s, whose folder is gone: the stages trained before that are missing from the curve",
+                run,
+                resumed_from,
+            )
+            break
+        for stage, path in sorted(_stage_files(earlier).items()):
+            if stage not in found:
+                found[stage] = path
+                log.info("stage %d: %s, from %s, the run this one resumed", stage, path, earlier)
+        run = earlier
     return sorted(found.items())
 
 

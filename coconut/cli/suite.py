@@ -5,8 +5,8 @@
 
 Each benchmark is a `conf/data/<name>.yaml` evaluated exactly as `coconut-eval data=<name>` would,
 into `<output_dir>/<name>/`; the summary (coconut.eval.suite) goes beside them. Every benchmark's file
-is checked before the model is loaded: a missing one stops the run with one message naming the
-`coconut-data` command that writes it.
+is checked before the model is loaded: a missing one stops the run with one message naming its
+absolute path and the `coconut-data` command that writes it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from coconut.cli.checks import prepare_command
 from coconut.cli.evaluate import run_evaluation
 from coconut.cli.train import CONFIG_DIR
 from coconut.core.errors import ConfigError
@@ -42,20 +43,22 @@ def benchmark_config(cfg: DictConfig, name: str) -> DictConfig:
 
 
 def check_prepared(configs: dict[str, DictConfig], split: str) -> None:
-    """Every benchmark's file for `split` exists; else one message listing each missing one and the
-    command that writes it."""
+    """Every benchmark's file for `split` exists; else one message listing each missing one (its
+    absolute path) and the command that writes it, and the benchmarks that are ready, if any."""
     missing = []
     for name, bench in configs.items():
         key = SPLIT_KEYS.get(split)
         path = bench.data.get(key) if key else None
         if path and not Path(path).exists():
-            command = bench.data.get("prepare") or f"coconut-data {name}"
-            missing.append(f"  data={name}: {path} does not exist; run `{command}` (it writes {Path(path).parent})")
+            folder = Path(path).absolute().parent
+            command = prepare_command(bench.data, path)
+            missing.append(
+                f"  data={name}: {Path(path).absolute()} does not exist; run `{command}` (it writes {folder})"
+            )
     if missing:
         present = [name for name in configs if all(f"data={name}:" not in m for m in missing)]
-        raise ConfigError(
-            "benchmarks not prepared:\n" + "\n".join(missing) + f"\nor leave them out: benchmarks=[{','.join(present)}]"
-        )
+        ready = f"; or leave them out: benchmarks=[{','.join(present)}]" if present else ""
+        raise ConfigError("benchmarks not prepared: " + "; ".join(missing) + ". Fix: prepare them" + ready)
 
 
 def run_suite(cfg: DictConfig) -> dict:

@@ -7,6 +7,7 @@ coconut-train -m curriculum.c_thought=1,2 seed=0,1,2   # a sweep, one output fol
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import signal
@@ -15,25 +16,28 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from coconut.cli.checks import check_thoughts_fit, checked_command, validate_config
+from coconut.cli.checks import check_accelerator, check_thoughts_fit, checked_command, validate_config
+from coconut.cli.checks import check_prepared as check_files_prepared
 from coconut.core.base_model import load_base_model, max_positions, save_tokenizer
 from coconut.core.curriculum import Curriculum
-from coconut.core.errors import ConfigError, UserInputError
+from coconut.core.errors import DISK_FULL, ConfigError, UserInputError
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import build_thought_projection
 from coconut.core.threads import apply_cpu_threads
 from coconut.core.tokens import special_ids
 from coconut.data.checks import keep_within_context
-from coconut.data.splits import DataConfigError, load_splits, split_source
+from coconut.data.splits import load_splits, split_source
 from coconut.eval.report import flat_params, write_hparams
 from coconut.training.callbacks import CurriculumCallback, StageBestCheckpoint
-from coconut.training.checkpoints import load_checkpoint, require_complete
+from coconut.training.checkpoints import load_checkpoint, require_complete, require_fits
 from coconut.training.cpu_load import FollowCpuLoad
 from coconut.training.datamodule import CoconutDataModule
 from coconut.training.gate import NOT_LEARNT, GateConfig, LearningGate, StageNotLearnt
@@ -91,17 +95,11 @@ def legibility_weight(cfg: DictConfig) -> float:
 
 
 def check_prepared(data_cfg: DictConfig) -> None:
-    """Datasets that a prepare command writes (`data.prepare`) say so when a file is missing."""
-    command = data_cfg.get("prepare")
+    """Datasets that a prepare command writes (`data.prepare`) say so when a file is missing; an
+    evaluation set is refused with the message saying so."""
     if data_cfg.get("eval_only"):
         load_splits(data_cfg)  # refuses an evaluation set with the message saying so
-    for split in ("train", "val", "test"):
-        path = data_cfg.get(f"{split}_path")
-        if command and path and not Path(path).exists():
-            raise DataConfigError(
-                f"data={data_cfg.get('name')}: {path} does not exist. Fix: run `{command}` first "
-                f"(it writes {Path(path).parent}), or give data.{split}_path=<file>"
-            )
+    check_files_prepared(data_cfg)
 
 
 def describe(cfg: DictConfig, datamodule: CoconutDataModule, curriculum: Curriculum, method: Method) -> str:
@@ -122,6 +120,7 @@ def describe(cfg: DictConfig, datamodule: CoconutDataModule, curriculum: Curricu
 def train(cfg: DictConfig) -> dict[str, float]:
     """Trains (and optionally tests) one configuration; returns the final logged metrics."""
     validate_config(cfg)
+    check_accelerator("trainer.accelerator", cfg.trainer.get("accelerator"))
     devices = cfg.trainer.get("devices")
     cpu_threads = apply_cpu_threads(  # CPU runs: threads from the allowed cores, fewer while others use them
         cfg.trainer.get("cpu_threads"),
@@ -226,9 +225,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     strategy = build_strategy(cfg.trainer, lm)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg.pop("cpu_threads", None)  # applied above, not a Trainer argument
-    trainer: L.Trainer = instantiate(
-        trainer_cfg, callbacks=callbacks, logger=logger or False, **({"strategy": strategy} if strategy else {})
-    )
+    try:
+        trainer: L.Trainer = instantiate(
+            trainer_cfg, callbacks=callbacks, logger=logger or False, **({"strategy": strategy} if strategy else {})
+        )
+    except InstantiationException as error:  # Lightning's own check of the trainer's settings
+        if not isinstance(error.__cause__, MisconfigurationException):
+            raise
+        raise ConfigError(f"trainer: {str(error.__cause__).strip()} Fix: change these trainer.* keys") from None
+    if ckpt_path is not None:  # another architecture or vocabulary: one message, not Lightning's size mismatch
+        require_fits(ckpt_path, module, OmegaConf.to_container(cfg.model, resolve=True))
     with recorded(
         output_dir, run_cfg, ckpt_path, enabled=trainer.is_global_zero, cpu_threads=cpu_threads.record
     ) as run:
@@ -259,6 +265,15 @@ def run(cfg: DictConfig) -> float | None:
     except UserInputError as error:
         # The user's input is wrong: say what and how to fix it, without a traceback.
         log.error("%s", error)
+        sys.exit(2)
+    except OSError as error:  # the run's folder, outside the training loop (tokenizer/, metrics.json)
+        if error.errno not in (*DISK_FULL, errno.EACCES, errno.EROFS, errno.EPERM):
+            raise
+        log.error(
+            "could not write %s (%s). Fix: free space there, or give a folder you can write to (hydra.run.dir=...)",
+            error.filename or cfg.paths.output_dir,
+            error.strerror,
+        )
         sys.exit(2)
     except SIGTERMException:
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"

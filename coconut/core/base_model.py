@@ -7,8 +7,11 @@ Either way the COCONUT special tokens are added and the embedding matrix grown t
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from transformers import (
@@ -30,10 +33,56 @@ class ModelLoadError(UserInputError, RuntimeError):
     pass
 
 
-def load_pretrained(name_or_path: str, dtype: str = "float32") -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a connection (HF_ENDPOINT), at once rather than after the
+    download client's retries; True behind a proxy (the proxy decides), False with HF_HUB_OFFLINE."""
+    from huggingface_hub import constants  # noqa: PLC0415 (reads HF_ENDPOINT / HF_HUB_OFFLINE when imported)
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return True
+    url = urlparse(constants.ENDPOINT)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        lm = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype))
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def looks_local(name: str) -> bool:
+    """Whether `name` can only be a local path: a hub id is `owner/name` (or `name`)."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _local_only(name_or_path: str) -> bool:
+    """For a hub id: whether to load from the local cache alone (the hub cannot be reached); a
+    ModelLoadError naming the cache when the id is not there either."""
+    from huggingface_hub import constants, try_to_load_from_cache  # noqa: PLC0415
+
+    if Path(name_or_path).expanduser().exists() or _hub_reachable():
+        return False
+    if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+        return True
+    raise ModelLoadError(
+        f"{name_or_path} is not a local folder, the Hugging Face hub ({constants.ENDPOINT}) cannot be reached from "
+        f"here, and the cache it would be read from ({constants.HF_HUB_CACHE}) holds no copy of it. Fix: download "
+        f"it where the hub is reachable (`hf download {name_or_path}`) into that cache (HF_HOME), or give a local "
+        "folder saved with save_pretrained"
+    )
+
+
+def load_pretrained(name_or_path: str, dtype: str = "float32") -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    folder = Path(name_or_path).expanduser()
+    if not folder.exists() and looks_local(name_or_path):
+        raise ModelLoadError(
+            f"model.pretrained={name_or_path}: no such folder ({folder.absolute()}). Fix: give the folder "
+            "save_pretrained wrote, or a hub id (owner/name)"
+        )
+    local = _local_only(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
+        lm = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype), local_files_only=local)
     except OSError as error:
         raise ModelLoadError(
             f"could not load model.pretrained={name_or_path!r}: {error}\n"

@@ -26,20 +26,33 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import sys
 import urllib.error
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.request import urlopen
 
-from coconut.core.errors import UserInputError
+from coconut.core.errors import DISK_FULL, OutputError, UserInputError, writable_folder
 from coconut.data.records import DataError, Record, parse_record
 from coconut.data.sources import read_converted, write_records
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = ROOT / "data"  # = paths.data_dir, where conf/data/<benchmark>.yaml look
+
+
+def project_root() -> Path:
+    """`$PROJECT_ROOT` if set, else the project's own folder; absolute, whatever the current folder."""
+    return Path(os.environ.get("PROJECT_ROOT") or ROOT).absolute()
+
+
+def data_root() -> Path:
+    """The one data root: where coconut-data writes and conf/data/<benchmark>.yaml look (paths.data_dir)."""
+    return project_root() / "data"
+
+
 SPLITS = ("train", "valid", "test")
 
 # The GSM8K-Aug files the COCONUT README links (da03/Internalize_CoT_Step_by_Step, pinned commit).
@@ -307,6 +320,8 @@ def download(benchmark: Benchmark, folder: Path, timeout: float = 60.0) -> Path:
                     out.write(chunk)
         except (urllib.error.URLError, OSError) as error:
             partial.unlink(missing_ok=True)
+            if isinstance(error, OSError) and error.errno in DISK_FULL:
+                raise OutputError(f"{partial.parent} has no space left for {url}. Fix: free space there") from None
             reason = getattr(error, "reason", error)
             by_hand = "\n".join(f"  {u}" for u in benchmark.urls.values())
             raise DownloadError(
@@ -374,27 +389,56 @@ def _sha256(path: Path) -> str:
 
 
 def write_benchmark(folder: Path, splits: dict[str, list[Record]], source: dict, origins: dict) -> dict:
-    """Writes `{split}.json` per split and `manifest.json`; returns the manifest."""
+    """Writes `{split}.json` per split and `manifest.json`; returns the manifest. Every file is
+    written to `*.partial` first and renamed only once all are written, so a failed write (a full
+    disk) leaves the earlier files as they were and no partial file."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {"source": source, "splits": {}}
-    for split in SPLITS:
-        if split not in splits:
-            continue
-        path = folder / f"{split}.json"
-        write_records(splits[split], path)
-        manifest["splits"][split] = {
-            "count": len(splits[split]),
-            "sha256": _sha256(path),
-            **({"from": origins[split]} if split in origins else {}),
-        }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    written: list[tuple[Path, Path]] = []
+    try:
+        for split in SPLITS:
+            if split not in splits:
+                continue
+            path = folder / f"{split}.json"
+            written.append((path.with_name(path.name + ".partial"), path))
+            write_records(splits[split], written[-1][0])
+            manifest["splits"][split] = {
+                "count": len(splits[split]),
+                "sha256": _sha256(written[-1][0]),
+                **({"from": origins[split]} if split in origins else {}),
+            }
+        written.append((folder / "manifest.json.partial", folder / "manifest.json"))
+        written[-1][0].write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    except OSError as error:
+        for partial, _ in written:
+            partial.unlink(missing_ok=True)
+        raise OutputError(
+            f"{folder} could not be written ({error.strerror or error}); the files there are as they were. "
+            "Fix: free space on that disk, or give --out <a folder you can write to>"
+        ) from None
+    for partial, path in written:
+        os.replace(partial, path)
     return manifest
+
+
+def conversion_left_out(path: str | Path) -> Counter:
+    """The problems of the published file that the prepared file `path` lacks, by reason (ASDiv's
+    answers that are not one number): from the manifest.json coconut-data wrote beside it, when it
+    describes this very file (its sha256). Empty for any other file."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))
+        entry = next(e for e in manifest["splits"].values() if e.get("sha256") == _sha256(path))
+    except (OSError, ValueError, KeyError, StopIteration, AttributeError):
+        return Counter()
+    left_out = entry.get("from", {}).get("left_out", {})
+    return Counter({f"left out at conversion: {reason}": n for reason, n in left_out.items()})
 
 
 def prepare(
     benchmark: str,
     *,
-    out: Path = DEFAULT_OUT,
+    out: Path | None = None,
     source: Path | None = None,
     split: str | None = None,
     digits: int = 4,
@@ -403,9 +447,12 @@ def prepare(
     holdout: dict[str, int] | None = None,
 ) -> Path:
     """Prepares one benchmark into `<out>/<name>/`; returns that folder. `holdout` (converted
-    sources only) carves valid/test off the end of train (see `hold_out`)."""
+    sources only) carves valid/test off the end of train (see `hold_out`). `out`: the data root
+    (`data_root()`) unless given."""
     if holdout and source is None:
         raise UserInputError("--holdout carves splits off local files: give --source too")
+    out = Path(out) if out is not None else data_root()
+    writable_folder(out, f"--out {out}")  # before anything is downloaded or converted
     if benchmark in GENERATED:
         name = f"multiplication_{digits}x{digits}" if benchmark == "multiplication" else benchmark
         folder = out / name
@@ -435,6 +482,15 @@ def prepare(
 
 
 def _finish(folder: Path, splits: dict[str, list[Record]], source: dict, origins: dict) -> Path:
+    for split, records in splits.items():
+        if not records:  # an empty file would replace a good one, and evaluate nothing
+            origin = origins.get(split, {})
+            left_out = origin.get("left_out", {})
+            why = "; ".join(f"{n} left out: {reason}" for reason, n in left_out.items()) or "it holds no problem"
+            raise UserInputError(
+                f"{origin.get('file', source)}: no problem of the {split} split has a usable answer ({why}); "
+                f"nothing was written to {folder}. Fix: give the {folder.name} file as its authors publish it"
+            )
     manifest = write_benchmark(folder, splits, source, origins)
 
     def count(split: str, entry: dict) -> str:
@@ -458,7 +514,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("benchmark", choices=[*BENCHMARKS, *GENERATED])
     parser.add_argument("--source", type=Path, help="convert local files: a folder, or one file (see --split)")
     parser.add_argument("--split", choices=SPLITS, help="the split a single --source file holds")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output root (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--out", type=Path, help=f"output root (default {data_root()}: $PROJECT_ROOT/data, else the project's)"
+    )
     parser.add_argument("--digits", type=int, default=4, help="multiplication: digits per operand (4 = 4x4)")
     parser.add_argument(
         "--sizes",

@@ -26,10 +26,14 @@ class DataConfigError(ConfigError):
 
 
 def load_splits(
-    data_cfg, splits: tuple[str, ...] = SPLITS, skipped: dict[str, Counter] | None = None
+    data_cfg,
+    splits: tuple[str, ...] = SPLITS,
+    skipped: dict[str, Counter] | None = None,
+    expect_steps: bool | None = None,
 ) -> dict[str, list[Record]]:
     """split -> records of `data_cfg`; `skipped[split]` counts, by reason, the records the answer
-    check left out (for evaluation reports)."""
+    check left out (for evaluation reports). `expect_steps=False` (evaluation) does not count records
+    without reasoning steps; by default only evaluation sets (`data.eval_only`) are spared that."""
     eval_only = bool(data_cfg.get("eval_only", False))
     if eval_only and set(splits) - {"test"}:
         raise DataConfigError(
@@ -49,7 +53,7 @@ def load_splits(
                 source=str(path),
                 answer_kind=data_cfg.get("answer_kind", "auto"),
                 strict=bool(data_cfg.get("strict", False)),
-                expect_steps=not eval_only,
+                expect_steps=not eval_only if expect_steps is None else expect_steps,
                 skipped=skipped.setdefault(split, Counter()) if skipped is not None else None,
             )
         elif generated:

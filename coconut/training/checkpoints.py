@@ -89,3 +89,46 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{key}={path} holds a {type(checkpoint).__name__}, not a coconut-train checkpoint")
     return checkpoint
+
+
+def _flat(node, prefix: str) -> dict[str, object]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}.{key}").items()}
+    return {prefix: node}
+
+
+def require_fits(path: str | Path, module: torch.nn.Module, model_cfg: dict, key: str = "ckpt_path") -> None:
+    """Raises CheckpointError unless the weights saved in `path` load into `module` (what Lightning
+    does when it resumes): one message naming the model settings the checkpoint was trained with
+    that this run's `model_cfg` changes, the first tensors that differ, and the two ways on:
+    the checkpoint's own config, or `init_from=` (its weights, a new run)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    saved = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(saved, dict):
+        return  # not a Lightning checkpoint: Lightning says so
+    own = module.state_dict()
+    shapes = [
+        f"{name}: saved {tuple(saved[name].shape)}, this run {tuple(tensor.shape)}"
+        for name, tensor in own.items()
+        if name in saved and tuple(saved[name].shape) != tuple(tensor.shape)
+    ]
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if not (shapes or missing or unexpected):
+        return
+    trained = ((checkpoint.get("hyper_parameters") or {}).get("config") or {}).get("model") or {}
+    theirs, ours = _flat(trained, "model"), _flat(model_cfg, "model")
+    changed = [
+        f"{k.split('.', 1)[1]}: {theirs[k]} (this run: {ours.get(k)})" for k in theirs if theirs[k] != ours.get(k)
+    ]
+    changed += [f"{k.split('.', 1)[1]}: unset (this run: {ours[k]})" for k in ours if k not in theirs]
+    differs = shapes[:2] or [
+        f"missing {', '.join(missing[:2])}" if missing else f"unexpected {', '.join(unexpected[:2])}"
+    ]
+    recorded = Path(path).resolve().parent.parent / ".hydra" / "config.yaml"
+    raise CheckpointError(
+        f"{key}={path} was trained with another model, so its weights do not fit this run's ("
+        + ("; ".join(changed[:6]) + "; " if changed else "")
+        + f"{'; '.join(differs)}). Fix: to continue that run, give the config it was trained with ("
+        + (f"{recorded}: " if recorded.is_file() else "")
+        + f"these model.* values); to start a new run from its weights, give init_from={path} instead of {key}"
+    )

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from coconut.core.errors import ConfigError
+from coconut.core.errors import DISK_FULL, ConfigError, OutputError
+from coconut.data.prepare import data_root
 from coconut.training.cpu_time import CpuClock, cpu_time_since, describe_cpu_time
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,15 @@ MOVED_TARGETS = {
     "coconut.callbacks.LastCheckpoint": "coconut.training.callbacks.LastCheckpoint",
     "coconut.diagnostics.ThoughtDiagnostics": "coconut.training.diagnostics.ThoughtDiagnostics",
 }
+OLD_DATA_ROOT = "./data/"  # paths.data_dir before it was absolute
 
 
 def upgraded(config):
-    """`config` (a recorded run's or a checkpoint's, as plain containers) with moved `_target_`s renamed."""
+    """`config` (a recorded run's or a checkpoint's, as plain containers) with moved `_target_`s
+    renamed, and data files recorded under the relative `./data/` (the data root was the current
+    folder's `data/`) read as the data root's (`coconut.data.prepare.data_root`)."""
+    if isinstance(config, str) and config.startswith(OLD_DATA_ROOT):
+        return str(data_root() / config.removeprefix(OLD_DATA_ROOT))
     if isinstance(config, dict):
         return {
             k: MOVED_TARGETS.get(v, v) if k == "_target_" and isinstance(v, str) else upgraded(v)
@@ -78,6 +84,23 @@ def read_run(folder: Path) -> dict | None:
         return json.loads((folder / RUN_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def damaged_run(folder: Path) -> str | None:
+    """Why `folder`'s run.json cannot be read (cut off mid-write, edited by hand), or None."""
+    try:
+        record = json.loads((folder / RUN_FILE).read_text())
+    except OSError:
+        return None
+    except ValueError as error:
+        return f"not valid JSON: {error}"
+    return None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
+
+
+def half_written(folder: Path) -> list[str]:
+    """The files a write did not finish in a run folder (`*.partial`), relative to it."""
+    found = [*folder.glob("*.partial"), *(folder / "checkpoints").glob("*.partial")]
+    return sorted(str(p.relative_to(folder)) for p in found)
 
 
 def write_run(folder: Path, record: dict) -> None:
@@ -136,15 +159,26 @@ def find_resumable(search_dirs: list[Path], config: dict) -> Resumable | None:
     if it did not finish and nothing runs it. A run that a later run resumed is passed over, and a
     run killed before its first checkpoint resumes from the checkpoint it started from itself."""
     runs: dict[Path, dict] = {}
+    damaged: dict[Path, str] = {}
     for root in search_dirs:
         for path in (*root.glob(f"*/{RUN_FILE}"), *root.glob(f"*/*/{RUN_FILE}")):
             record = read_run(path.parent)
-            if record is not None:
+            if isinstance(record, dict):
                 runs[path.parent.resolve()] = record
+            elif damaged_run(path.parent) and (path.parent / LAST).is_file():
+                damaged[path.parent.resolve()] = damaged_run(path.parent)
     # A run that resumed from another run's checkpoint takes its place (resuming in place does not count).
     superseded = {_checkpoint_run(r) for folder, r in runs.items() if _checkpoint_run(r) not in (None, folder)}
     same = [(r.get("started", 0), folder, r) for folder, r in runs.items() if upgraded(r.get("config")) == config]
     same = [item for item in same if item[1] not in superseded]
+    newest = max((item[0] for item in same), default=0)
+    for folder, reason in sorted(damaged.items()):
+        if folder not in superseded and (folder / LAST).stat().st_mtime > newest:
+            raise ConfigError(
+                f"resume=auto: {folder / RUN_FILE} is damaged ({reason}), so it cannot say whether that run had "
+                f"this config or finished, and its {folder / LAST} is there. Fix: give ckpt_path={folder / LAST} "
+                "to continue that run, resume=false to start afresh, or repair or delete that run.json"
+            )
     if not same:
         return None
     _, folder, record = max(same, key=lambda item: item[0])
@@ -230,7 +264,36 @@ def resume_point(cfg: DictConfig, output_dir: Path, config: dict) -> Path | None
             found.folder,
             checkpoint,
         )
+        if half_written(found.folder):
+            log.warning(
+                "%s holds half-written files, from a write that did not finish (%s): they are not used, "
+                "and can be deleted",
+                found.folder,
+                ", ".join(half_written(found.folder)),
+            )
     return checkpoint
+
+
+def _disk_full(error: BaseException | None) -> OSError | None:
+    """The error (or one it was raised from) that says the disk is full, or None."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _disk_full_error(folder: Path, error: OSError, removed: list[str], recorded: bool) -> OutputError:
+    last = folder / LAST
+    resume = f"resume=auto continues from {last}" if last.is_file() else "it starts afresh: no checkpoint was complete"
+    return OutputError(
+        f"no space left on the device holding {folder} ({error.strerror or error}, writing "
+        f"{Path(error.filename2 or error.filename or '?').name}): the run stopped"
+        + (f"; its half-written files were removed ({', '.join(removed)})" if removed else "")
+        + ("; run.json says interrupted" if recorded else "; run.json could not be updated (it still says running)")
+        + f". Fix: free space there (or write elsewhere: hydra.run.dir=<folder>), then run the same command "
+        f"again ({resume})"
+    )
 
 
 @contextmanager
@@ -238,23 +301,42 @@ def recorded(
     folder: Path, config: dict, resumed_from: Path | None, enabled: bool = True, cpu_threads: dict | None = None
 ):
     """`run.json` says `running` inside the block, then `finished`, `interrupted` (SIGTERM, Ctrl-C:
-    Lightning turns both into SystemExit) or `failed`. The block may name another ending for a run
-    that ran to its end: `outcome["status"] = ...` (the learning gate's `not_learnt`)."""
+    Lightning turns both into SystemExit; a full disk) or `failed`. A full disk is one OutputError,
+    raised after the half-written `*.partial` files are removed (which frees the space to record it).
+    The block may name another ending for a run that ran to its end: `outcome["status"] = ...` (the
+    learning gate's `not_learnt`)."""
     outcome: dict[str, str] = {}
     if not enabled:
         yield outcome
         return
     clock = CpuClock.read()
     record = start_run(folder, config, resumed_from, cpu_threads)
-    status = "failed"
+    status, full = "failed", None
     try:
         yield outcome
         status = outcome.get("status", "finished")
     except SystemExit:
         status = "interrupted"
         raise
+    except OSError as error:
+        full = _disk_full(error)
+        if full is None:
+            raise
+        status, record["stopped_by"] = "interrupted", f"no space left on the device ({full.strerror})"
     finally:
+        removed = half_written(folder) if full is not None else []
+        for name in removed:
+            (folder / name).unlink(missing_ok=True)
         cpu_time = cpu_time_since(clock)
-        end_run(folder, record, status, cpu_time)
+        written = True
+        try:
+            end_run(folder, record, status, cpu_time)
+        except OSError as error:
+            (folder / (RUN_FILE + ".partial")).unlink(missing_ok=True)
+            if _disk_full(error) is None:
+                raise
+            full, written = full or _disk_full(error), False
         minutes = (time.time() - record["started"]) / 60
         log.info("run %s after %.1f min (%s)", status, minutes, describe_cpu_time(cpu_time))
+    if full is not None:
+        raise _disk_full_error(folder, full, removed, written) from None
