@@ -41,7 +41,7 @@ def test_a_stage_below_the_bar_trains_on_then_stops_and_is_not_handed_on(tmp_pat
     assert "Traceback" not in done.stdout + done.stderr
     assert json.loads((run / "run.json").read_text())["status"] == "not_learnt"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["gate"] == {"min_val_acc": 0.9, "extra_epochs_used": 2, "passed": False}
+    assert metrics["gate"] == {"monitor": "val/acc", "min_val_acc": 0.9, "extra_epochs_used": 2, "passed": False}
     assert metrics["final"]["curriculum/stage"] == 0.0
     assert "epoch 3 stage 0" in done.stdout and "epoch 4" not in done.stdout  # 2 + 2 epochs, no more
 
@@ -80,6 +80,7 @@ def test_the_gate_passes_at_the_bar_extends_below_it_and_fails_when_the_budget_i
     assert trainer.fit_loop.max_epochs == 3 and gate.failure is None  # one more epoch
     trainer.validate(gate, 2, 0.85)
     assert trainer.fit_loop.max_epochs == 3 and gate.summary() == {
+        "monitor": "val/acc",
         "min_val_acc": 0.8,
         "extra_epochs_used": 1,
         "passed": True,
@@ -101,7 +102,7 @@ def test_the_gate_passes_at_the_bar_extends_below_it_and_fails_when_the_budget_i
 def test_without_a_bar_nothing_changes(tmp_path):
     train(tiny_cfg(tmp_path / "run", "method=cot"))
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())["gate"]
-    assert summary == {"min_val_acc": None, "extra_epochs_used": 0, "passed": True}
+    assert summary == {"monitor": "val/acc", "min_val_acc": None, "extra_epochs_used": 0, "passed": True}
 
 
 def test_a_curriculum_run_does_not_train_on_into_another_stage(tmp_path):

@@ -242,3 +242,16 @@ def test_prosqa_questions_parse_to_their_own_graphs():
         assert set(graph.candidates) == {names[record["target"]], names[record["neg_target"]]}
         frontiers = graph.frontiers(len(record["steps"]))
         assert all(step_key(step) in frontiers[i + 1] for i, step in enumerate(record["steps"]))
+
+
+def test_written_hops_are_valid_when_they_follow_edges_from_where_the_search_stands():
+    from coconut.eval.frontier import hops_valid
+
+    graph = parse_graph(" A B , B C , A D , D E , X Y . From A , which is reachable : E or Y ?")
+    # The reference goes A D E; a chain down the other branch is valid too, hop by hop.
+    assert hops_valid(graph, [" A B", " B C"]) == [True, True]
+    assert hops_valid(graph, ["A D", "D E"]) == [True, True]
+    # Not an edge; an edge that does not continue the chain; a hop after the thoughts reached D.
+    assert hops_valid(graph, ["A E", "X Y", "D E"]) == [False, False, False]
+    assert hops_valid(graph, ["D E"], start="D") == [True]
+    assert hops_valid(graph, ["A"]) == [False]

@@ -205,7 +205,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     checkpoint_dir = output_dir / "checkpoints"
     stage_best = StageBestCheckpoint(str(checkpoint_dir), curriculum, method, monitor="val/acc")
-    gate = LearningGate(GateConfig(**(cfg.get("gate") or {})), curriculum, method, monitor="val/acc")
+    gate = LearningGate(GateConfig(**(cfg.get("gate") or {})), curriculum, method)
     callbacks = [
         CurriculumCallback(
             curriculum,

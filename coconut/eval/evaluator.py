@@ -26,7 +26,7 @@ from coconut.data.records import Record
 from coconut.data.sequences import stage_plan
 from coconut.eval import legibility as leg
 from coconut.eval.answers import answers_match, extract_answer
-from coconut.eval.frontier import ThoughtFrontier, frontier_legibility
+from coconut.eval.frontier import ThoughtFrontier, frontier_legibility, hops_valid
 from coconut.eval.intervention import causal_block, plan_edits
 from coconut.eval.steps import step_key, written_steps
 from coconut.eval.thought_hooks import ThoughtEdit, ThoughtRecorder, ThoughtReplacement
@@ -233,7 +233,7 @@ def graph_frontiers(
     if not any(graphs) or not questions:
         return {}, [[] for _ in answers]
     vectors_of, logits_of = thought_reading(model, read)
-    return frontier_legibility(
+    block, rows = frontier_legibility(
         logits_of,
         [vectors_of(a) for a in answers],
         graphs,
@@ -241,6 +241,24 @@ def graph_frontiers(
         latents_per_step=questions[0].latents_per_step,
         tokenizer=tokenizer,
     )
+    # Written hops after the thoughts continue from the last replaced step's node (the reference's).
+    checks = [
+        valid
+        for graph, q in zip(graphs, questions)
+        if graph is not None
+        for valid in hops_valid(graph, q.written, start=_reached(q))
+    ]
+    if checks:
+        block["text_hops_valid"] = sum(checks) / len(checks)
+    return block, rows
+
+
+def _reached(q: leg.QuestionReasoning) -> str | None:
+    """The node the replaced steps reached, from the reference (None: no step replaced, the root)."""
+    if not q.steps_replaced or q.steps_replaced > len(q.reference_steps):
+        return None
+    nodes = q.reference_steps[q.steps_replaced - 1].split()
+    return nodes[-1] if nodes else None
 
 
 def ablation_hooks(

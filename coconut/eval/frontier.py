@@ -41,6 +41,21 @@ from coconut.data.step_keys import node_tokens
 FRONTIER_METRICS = ("frontier_topk", "frontier_topk_within", "frontier_mass", "frontier_off_tree")
 
 
+def hops_valid(graph: Graph, written: Sequence[str], start: str | None = None) -> list[bool]:
+    """Per written hop (" A F"), whether it is an edge of the graph that leaves where the search
+    stands: the root (or `start`, the last node the thoughts reached) for the first hop, the
+    previous hop's node after that. A chain of thought that looks every edge up scores 1 whether or
+    not it chose the branch that reaches the answer; one that writes nodes at random scores near 0."""
+    edges = set(graph.edges)
+    at, checks = start or graph.root, []
+    for hop in written:
+        nodes = hop.split()
+        valid = len(nodes) == 2 and nodes[0] == at and (nodes[0], nodes[1]) in edges
+        checks.append(valid)
+        at = nodes[-1] if nodes else at
+    return checks
+
+
 @dataclass(frozen=True)
 class ThoughtFrontier:
     depth: int  # the frontier it is scored against: i + 1 for a thought of step i

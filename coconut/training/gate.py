@@ -1,10 +1,10 @@
 """The learning gate: a run whose checkpoint other runs continue (a stage-0 preset) must have learnt
 before it hands that checkpoint on.
 
-With `gate.min_val_acc` set, the best `val/acc` of the run's last curriculum stage is checked when
-its last epoch ends. Below the bar, the run trains on, one epoch at a time, for at most
-`gate.extra_epochs` more; still below, it stops with `StageNotLearnt` (one message, exit code 2),
-its `run.json` says `not_learnt`, and `init_from=` refuses its checkpoints. A stage-0 run whose
+With `gate.min_val_acc` set, the best `val/acc` (or the `gate.monitor` metric) of the run's last
+curriculum stage is checked when its last epoch ends. Below the bar, the run trains on, one epoch at
+a time, for at most `gate.extra_epochs` more; still below, it stops with `StageNotLearnt` (one
+message, exit code 2), its `run.json` says `not_learnt`, and `init_from=` refuses its checkpoints. A stage-0 run whose
 induction head has not formed (val/acc at chance, 0.5 on two-candidate graph questions) therefore
 never starts 25 minutes of latent training from a checkpoint that knows nothing.
 """
@@ -34,6 +34,9 @@ class StageNotLearnt(UserInputError):
 class GateConfig:
     min_val_acc: float | None = None  # null: no gate
     extra_epochs: int = 0  # epochs the last stage may train on below the bar
+    # What is held to the bar: val/acc, or another validation metric in [0, 1] (a chain of thought on
+    # graphs that cannot plan answers near chance yet writes valid hops: val/legibility/text_hops_valid).
+    monitor: str = "val/acc"
 
     def __post_init__(self):
         if self.min_val_acc is not None and not 0 < self.min_val_acc <= 1:
@@ -46,8 +49,8 @@ class LearningGate(L.Callback):
     """Extends the run while its last stage is below `min_val_acc` (at most `extra_epochs` epochs),
     then passes or fails it; `train()` raises `StageNotLearnt` on a failed gate (`failure`)."""
 
-    def __init__(self, config: GateConfig, curriculum: Curriculum, method: Method, monitor: str = "val/acc"):
-        self.config, self.curriculum, self.method, self.monitor = config, curriculum, method, monitor
+    def __init__(self, config: GateConfig, curriculum: Curriculum, method: Method):
+        self.config, self.curriculum, self.method, self.monitor = config, curriculum, method, config.monitor
         self.best: dict[int, float] = {}  # stage -> best score
         self.granted = 0  # extra epochs given so far
         self.failure: str | None = None
@@ -109,6 +112,7 @@ class LearningGate(L.Callback):
     def summary(self) -> dict:
         """metrics.json's record of the gate."""
         return {
+            "monitor": self.monitor,
             "min_val_acc": self.config.min_val_acc,
             "extra_epochs_used": self.granted,
             "passed": self.failure is None,

@@ -74,7 +74,8 @@ def run_config(cfg: DictConfig) -> dict:
     # key existed: such a run compares equal to one recorded then.
     if resolved.get("legibility") == {"weight": 0.0, "read": "lm_head"}:
         resolved.pop("legibility")
-    if resolved.get("gate") == {"min_val_acc": None, "extra_epochs": 0}:  # likewise the learning gate off
+    # Likewise the learning gate off.
+    if resolved.get("gate") == {"min_val_acc": None, "extra_epochs": 0, "monitor": "val/acc"}:
         resolved.pop("gate")
     return {k: v for k, v in resolved.items() if k not in NOT_PART_OF_THE_RUN}
 
