@@ -34,6 +34,7 @@ TINY = [
     "test=false",
     "logger={}",
     "data.max_new_tokens=8",
+    "gate.min_val_acc=null",  # one batch learns nothing: a stage-0 preset's gate would stop it
 ]
 
 
@@ -96,9 +97,32 @@ def graph_stage0_run(tmp_path_factory, data_dir) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def prosqa_warmup_run(tmp_path_factory, data_dir) -> Path:
+    """The first ProsQA CPU preset (copies and branch-free graphs, from scratch), shrunk."""
+    run = tmp_path_factory.mktemp("prosqa_cpu_warmup")
+    train(preset_cfg("prosqa_cpu_warmup", run, data_dir))
+    return run
+
+
+@pytest.fixture(scope="module")
+def prosqa_stage0_run(tmp_path_factory, data_dir, prosqa_warmup_run) -> Path:
+    """The ProsQA chain of thought every ProsQA method continues from, shrunk."""
+    run = tmp_path_factory.mktemp("prosqa_cpu_stage0")
+    train(preset_cfg("prosqa_cpu_stage0", run, data_dir, f"init_from={prosqa_warmup_run}/checkpoints/last.ckpt"))
+    return run
+
+
 # Presets that continue a stage-0 run, and the fixture that made it.
 GRAPH_CONTINUING = [f"graph_{m}" for m in (*GRAPH_METHODS, "coconut_frontier")]
-CONTINUES = {"gsm8k_coconut": "cot_run", **dict.fromkeys(GRAPH_CONTINUING, "graph_stage0_run")}
+PROSQA_METHODS = ("coconut", "cot", "no_cot", "pause_as_thought", "no_curriculum")
+PROSQA_CONTINUING = [f"prosqa_cpu_{m}" for m in PROSQA_METHODS]
+CONTINUES = {
+    "gsm8k_coconut": "cot_run",
+    **dict.fromkeys(GRAPH_CONTINUING, "graph_stage0_run"),
+    "prosqa_cpu_stage0": "prosqa_warmup_run",
+    **dict.fromkeys(PROSQA_CONTINUING, "prosqa_stage0_run"),
+}
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -148,7 +172,7 @@ def test_coconut_from_a_cot_checkpoint_loads_its_weights_and_starts_at_stage_1(t
     assert not all(torch.equal(after[k], v) for k, v in weights.items())
 
 
-@pytest.mark.parametrize("preset", ["gsm8k_coconut", *GRAPH_CONTINUING])
+@pytest.mark.parametrize("preset", ["gsm8k_coconut", *GRAPH_CONTINUING, *PROSQA_CONTINUING])
 def test_skipping_stage_zero_without_a_checkpoint_is_refused(preset, tmp_path, data_dir):
     # graph_cot and graph_no_cot too: from scratch they would train a different comparison, silently.
     with pytest.raises(ConfigError, match="init_from=<checkpoint>"):
@@ -174,6 +198,27 @@ def test_every_graph_method_continues_stage_zero_for_the_same_updates():
             assert OmegaConf.select(cfg, key) == OmegaConf.select(stage0, key), key
         # Stage 0 adds graphs without a branch, where a from-scratch model first forms the lookup.
         assert cfg.data.generator.distractor_branches == 1 and 1 in stage0.data.generator.distractor_branches
+
+
+def test_every_prosqa_method_continues_stage_zero_for_the_same_updates():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        warmup = compose("train", overrides=["experiment=prosqa_cpu_warmup"])
+        stage0 = compose("train", overrides=["experiment=prosqa_cpu_stage0"])
+        methods = {m: compose("train", overrides=[f"experiment=prosqa_cpu_{m}"]) for m in PROSQA_METHODS}
+    assert warmup.init_from is None and stage0.method.name == "cot" and stage0.data.encoding == "compact"
+    # Every run holds its last stage to a bar before the next builds on it (coconut/training/gate.py).
+    assert warmup.gate.min_val_acc and stage0.gate.monitor == "val/legibility/text_hops_valid"
+    for name, cfg in methods.items():
+        assert cfg.method.name == name and cfg.curriculum.start_stage == 1 and cfg.data.name == "prosqa_generated"
+        for key in ("trainer.max_epochs", "optimizer", "scheduler", "data", "model", "curriculum", "legibility"):
+            assert OmegaConf.select(cfg, key) == OmegaConf.select(methods["coconut"], key), (name, key)
+        assert cfg.model.architecture == stage0.model.architecture == warmup.model.architecture
+    # The final stage has every hop of ProsQA's deepest questions (6) latent.
+    coconut = methods["coconut"].curriculum
+    final = Curriculum(
+        epochs_per_stage=coconut.epochs_per_stage, max_latent_stage=coconut.max_latent_stage, start_stage=1
+    )
+    assert final.stage_for_epoch(methods["coconut"].trainer.max_epochs - 1) == coconut.max_latent_stage + 1 == 7
 
 
 def test_graph_coconut_ends_with_every_hop_latent_after_equal_stages():
