@@ -16,6 +16,11 @@
 #   scripts/compare_methods.sh outputs/graph "graph_coconut graph_cot graph_no_cot graph_pause_as_thought" "0 1 2" \
 #       'init_from=outputs/graph/runs/graph_stage0/seed{seed}/checkpoints/last.ckpt'
 #
+# The evaluations read the run's own test split; EVAL_OVERRIDES (space-separated coconut-eval overrides)
+# evaluates elsewhere, into OUT/$EVAL_NAME/ (default eval), e.g. the ProsQA presets on the published files:
+#
+#   EVAL_NAME=eval_valid EVAL_OVERRIDES="split=val" scripts/compare_methods.sh outputs/prosqa "prosqa_cpu_coconut" "0 1 2" ...
+#
 # Every run writes its own folder, OUT/runs/<experiment>/seed<k> and OUT/eval/<experiment>-seed<k>;
 # run again, the script skips what is already there (a finished training, a written report) and
 # resumes an interrupted training from its last checkpoint, so a comparison continues where it stopped.
@@ -31,6 +36,8 @@ read -r -a experiments <<<"$2"
 read -r -a seeds <<<"$3"
 shift 3
 bin=${BIN:-.venv/bin}  # the folder of coconut-train, coconut-eval and python
+read -r -a eval_overrides <<<"${EVAL_OVERRIDES:-}"
+eval_name=${EVAL_NAME:-eval}
 
 evaluations=()
 for experiment in "${experiments[@]}"; do
@@ -45,12 +52,13 @@ for experiment in "${experiments[@]}"; do
             "$bin/coconut-train" "experiment=$experiment" "seed=$seed" ${overrides[@]+"${overrides[@]}"} test=false \
                 "hydra.run.dir=$run"
         fi
-        evaluation=$out/eval/$experiment-seed$seed
+        evaluation=$out/$eval_name/$experiment-seed$seed
         if [[ ! -f $evaluation/report.json ]]; then
-            "$bin/coconut-eval" "ckpt_path=$run/checkpoints/last.ckpt" "hydra.run.dir=$evaluation"
+            "$bin/coconut-eval" "ckpt_path=$run/checkpoints/last.ckpt" ${eval_overrides[@]+"${eval_overrides[@]}"} \
+                "hydra.run.dir=$evaluation"
         fi
         evaluations+=("$evaluation")
     done
 done
 "$bin/python" scripts/aggregate.py "$out/runs" | tee "$out/aggregate.md"
-"$bin/python" scripts/compare.py "${evaluations[@]}" --out "$out/compare"
+"$bin/python" scripts/compare.py "${evaluations[@]}" --out "$out/compare${eval_name#eval}"
