@@ -176,3 +176,6 @@ def test_coconut_eval_scores_the_published_file_unchanged(tmp_path):
     samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
     published = load_records(PUBLISHED_VALID, "prosqa")[:20]
     assert [s["reference_answer"] for s in samples] == [compact_record(r).answer for r in published]
+    # ... and each answer as the published file writes it: the paper's rule scores these statements.
+    assert [s["reference_as_published"] for s in samples] == [r.answer for r in published]
+    assert all(s["correct"] == (s["prediction_as_published"] == s["reference_as_published"]) for s in samples)

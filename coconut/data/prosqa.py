@@ -270,7 +270,7 @@ def compact_record(record: Record, *, source: str = "records", index: int = 0) -
         root=letter[parsed.root],
         candidates=(letter[parsed.candidates[0]], letter[parsed.candidates[1]]),
     )
-    return Record(question_text(graph), tuple(steps), letter[stated[3]])
+    return Record(question_text(graph), tuple(steps), letter[stated[3]], published=record.question)
 
 
 def decode_answer(question: str, answer: str) -> str:

@@ -8,7 +8,7 @@ converted to it by `coconut.data.sources`; `parse_record` is the single place th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coconut.core.errors import UserInputError
@@ -63,11 +63,14 @@ class DataError(UserInputError, ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One problem. `steps` may be empty (a record with no reasoning trains only the answer)."""
+    """One problem. `steps` may be empty (a record with no reasoning trains only the answer).
+    `published`: the question as its file wrote it, for a record re-encoded on reading (ProsQA's
+    compact encoding, coconut/data/prosqa.py), so that answers can be shown as published."""
 
     question: str
     steps: tuple[str, ...]
     answer: str
+    published: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
         # Callers often hand a list; a tuple keeps the record hashable and truly frozen.

@@ -22,6 +22,7 @@ from coconut.core.legibility_objective import check_read
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM, ThoughtHook
 from coconut.data.graph import parse_graph
+from coconut.data.prosqa import decode_answer
 from coconut.data.records import Record
 from coconut.data.sequences import stage_plan
 from coconut.eval import legibility as leg
@@ -443,6 +444,14 @@ def evaluate(
                         ]
                     }
                     if frontier
+                    else {}
+                ),
+                **(
+                    {  # a re-encoded record (ProsQA's compact encoding): both answers as the published file writes them
+                        "prediction_as_published": decode_answer(record.published, answer.prediction),
+                        "reference_as_published": decode_answer(record.published, record.answer),
+                    }
+                    if record.published
                     else {}
                 ),
                 "tokens_generated": answer.emitted,
