@@ -187,15 +187,17 @@ class ContinuousThoughtLM(nn.Module):
                 "a <|latent|> token cannot start a (continued) sequence: its thought is the hidden state "
                 "of the position before it"
             )
+        # In training, every pass's linear layers leave their weight gradients to one product per
+        # weight, which the prefix pass's backward (autograd's last) computes (thought_band.py).
+        band_grads = deferred_weight_grads(self.decoder)
+        if band_grads is not None:
+            embeds = band_grads.gate(embeds)
         # One split of the embeddings into the prefix, each band column and the rest: its backward is
         # one cat, where a slice per piece would each write a gradient the size of the whole sequence.
         prefix, *columns, tail = embeds.split([lo] + [1] * (hi + 1 - lo) + [embeds.shape[1] - hi - 1], dim=1)
-        chunks = [self._decode(prefix, attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
+        with band_grads.question_pass() if band_grads else nullcontext():
+            chunks = [self._decode(prefix, attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
         previous = chunks[-1][:, -1:]  # (B, 1, D)
-        # In training, the band's linear layers leave their weight gradients to one product per weight.
-        band_grads = deferred_weight_grads(self.decoder)
-        if band_grads is not None:
-            previous = band_grads.gate(previous)
         norms = []
         for t, column in zip(range(lo, hi + 1), columns):
             thought = self.thought_projection(previous)  # (B, 1, D)
@@ -205,14 +207,15 @@ class ContinuousThoughtLM(nn.Module):
             step_input = torch.where(is_latent[:, t, None, None], thought, column)
             if t == hi:  # nothing in the band reads its output: it joins the pass over the rest
                 break
-            with band_grads or nullcontext():
+            with band_grads.column_pass() if band_grads else nullcontext():
                 previous = self._decode(
                     step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache
                 )
             chunks.append(previous)
         self.last_thought_norms = torch.cat(norms, 1).masked_fill(~is_latent[:, lo : hi + 1], float("nan"))
         rest = torch.cat([step_input, tail], 1)  # columns hi..T-1
-        chunks.append(self._decode(rest, attention_mask, position_ids[:, hi:], cache))
+        with band_grads.rest_pass() if band_grads else nullcontext():
+            chunks.append(self._decode(rest, attention_mask, position_ids[:, hi:], cache))
         return torch.cat(chunks, dim=1), cache
 
     def forward(
