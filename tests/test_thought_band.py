@@ -51,9 +51,11 @@ def mean_loss(logits, batch):
     return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
-def check_training_step_is_exact(lm, rows=ROWS):
+def check_training_step_is_exact(lm, rows=ROWS, column_pass=True):
     lm = lm.double().eval()  # dropout off; gradients still flow
     model = ContinuousThoughtLM(lm, LATENT)
+    if not column_pass:  # the band's columns through the decoder's own forward
+        model._columns = None
     batch = collate_training(rows, rows, LATENT, PAD)
     out = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"])
     mean_loss(out.logits, batch).backward()
@@ -66,8 +68,9 @@ def check_training_step_is_exact(lm, rows=ROWS):
         torch.testing.assert_close(batched[name], grad, atol=1e-12, rtol=1e-10, msg=name)
 
 
-def test_training_step_equals_step_by_step_in_float64(family):
-    check_training_step_is_exact(tiny_lm(family))
+@pytest.mark.parametrize("column_pass", [True, False], ids=["column pass", "decoder forward"])
+def test_training_step_equals_step_by_step_in_float64(family, column_pass):
+    check_training_step_is_exact(tiny_lm(family), column_pass=column_pass)
 
 
 def test_a_sliding_window_cache_takes_the_concatenating_path_logged_and_exact(caplog):

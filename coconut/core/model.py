@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
+from coconut.core.band_columns import column_pass, has_hooks
 from coconut.core.decoder_probe import cache_keyword, probe_decoder
 from coconut.core.thought_band import buffered_cache, deferred_weight_grads
 
@@ -126,6 +127,8 @@ class ContinuousThoughtLM(nn.Module):
         # be told from its signature); raises for a model this forward cannot reproduce.
         self._takes_position_ids = probe_decoder(lm, lm_logits)
         self._cache_keyword = cache_keyword(self.decoder)
+        # The band's columns without the decoder's per-call set-up, where that is exact (band_columns.py).
+        self._columns = column_pass(lm, self._decode)
         # Norms (B, n_band) of the thoughts fed by the last `run`, NaN where a band column held no
         # latent; None when it had no thoughts. Detached and never read here: diagnostics read it at
         # logging steps only, so the training step gains no host sync.
@@ -198,6 +201,9 @@ class ContinuousThoughtLM(nn.Module):
         with band_grads.question_pass() if band_grads else nullcontext():
             chunks = [self._decode(prefix, attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
         previous = chunks[-1][:, -1:]  # (B, 1, D)
+        column_pass = None
+        if self._columns is not None and hi > lo and not has_hooks(self.decoder):
+            column_pass = self._columns.prepare(attention_mask, position_ids[:, lo:hi], past, lo)
         norms = []
         for t, column in zip(range(lo, hi + 1), columns):
             thought = self.thought_projection(previous)  # (B, 1, D)
@@ -208,9 +214,11 @@ class ContinuousThoughtLM(nn.Module):
             if t == hi:  # nothing in the band reads its output: it joins the pass over the rest
                 break
             with band_grads.column_pass() if band_grads else nullcontext():
-                previous = self._decode(
-                    step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache
-                )
+                if column_pass is not None:
+                    previous = column_pass(step_input, t, cache)
+                else:
+                    mask, positions = attention_mask[:, : past + t + 1], position_ids[:, t : t + 1]
+                    previous = self._decode(step_input, mask, positions, cache)
             chunks.append(previous)
         self.last_thought_norms = torch.cat(norms, 1).masked_fill(~is_latent[:, lo : hi + 1], float("nan"))
         rest = torch.cat([step_input, tail], 1)  # columns hi..T-1

@@ -1,0 +1,215 @@
+"""One column through the decoder without the decoder's per-call set-up: the thought band's
+single-column passes (`ContinuousThoughtLM.run`), for the families where that is exact.
+
+A thought column is one token per row through every layer, as many times as the band has columns.
+Through the decoder's own forward each such call builds its attention mask (~0.27 ms with Hugging
+Face's `create_causal_mask`), its rotary angles or position embeddings, its output records and
+cache bookkeeping, and runs attention through a kernel made for long queries (CPU flash attention:
+~0.2 ms forward and ~0.5 ms backward per layer for one query of the graph presets' Llama). At small
+widths that set-up, not the arithmetic, is most of a column's time.
+
+`column_pass(decoder)` returns, for GPT-2 and Llama decoders, a pass that computes the mask, the
+rotary angles or position embeddings once per band (`prepare`) and then runs each column through
+the decoder's own modules (norms, projections, MLP, dropout) in the order of their forward, with a
+single-query attention of three small ops (scores, float32 softmax, values: the eager attention's
+arithmetic). The same modules on the same inputs: exact up to the attention kernel's summation
+order. Elsewhere it returns None and the band calls the decoder. `column_pass` also runs one band
+both ways on random inputs and returns None if they differ, so a variant this module does not know
+(Gemma's scaled embeddings, Qwen3's query norms, a sliding window) keeps the decoder's own forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+log = logging.getLogger(__name__)
+
+# (hidden (B, 1, D), column of the input, cache) -> last-layer hidden states (B, 1, D)
+Column = Callable[[torch.Tensor, int, DynamicCache], torch.Tensor]
+
+
+def single_query_attention(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, scaling: float, dropout
+) -> torch.Tensor:
+    """Attention of one query position per row: query (B, G, r, d) (r query heads share each of G
+    key/value heads), keys and values (B, G, L, d), mask (B, 1, 1, L) True where a key may be read;
+    `dropout` applies to the probabilities. Returns (B, G, r, d)."""
+    scores = torch.matmul(query, keys.transpose(-1, -2)) * scaling  # (B, G, r, L)
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    # At least float32, as the eager attention (a float64 model keeps float64)
+    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+    return torch.matmul(dropout(probs.to(values.dtype)), values)
+
+
+class _Band:
+    """What a band's columns share: the padding mask (B, 1, 1, K) of every key position and the
+    column index of the band's first column."""
+
+    def __init__(self, attention_mask: torch.Tensor, past: int, lo: int):
+        self.mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, K)
+        self.past, self.lo = past, lo
+
+    def keys_of(self, t: int) -> torch.Tensor:
+        """The mask of the keys column t may read: every cached and input position up to t."""
+        return self.mask[..., : self.past + t + 1]
+
+
+class GPT2Columns:
+    """Columns of a `GPT2Model`: position embeddings added and dropped out as its forward does, then
+    each block's ln_1, attention (c_attn, cache, attention dropout, c_proj, resid dropout), ln_2,
+    MLP; then ln_f."""
+
+    def __init__(self, decoder: nn.Module):
+        self.decoder = decoder
+        self.heads = decoder.config.num_attention_heads
+
+    def prepare(self, attention_mask: torch.Tensor, position_ids: torch.Tensor, past: int, lo: int) -> Column:
+        """`position_ids` (B, n) of the band's columns lo..lo+n-1 (input indices); `attention_mask`
+        covers the cache and every input column."""
+        band = _Band(attention_mask, past, lo)
+        positions = self.decoder.wpe(position_ids)  # (B, n, D): one lookup for the band
+
+        def column(hidden: torch.Tensor, t: int, cache: DynamicCache) -> torch.Tensor:
+            b, _, width = hidden.shape
+            mask, j = band.keys_of(t), t - band.lo
+            h = self.decoder.drop(hidden + positions[:, j : j + 1])  # (B, 1, D)
+            for i, block in enumerate(self.decoder.h):
+                attn = block.attn
+                q, k, v = attn.c_attn(block.ln_1(h)).split(width, dim=2)  # (B, 1, D) each
+                q, k, v = (x.reshape(b, self.heads, 1, -1) for x in (q, k, v))  # (B, H, 1, d)
+                keys, values = cache.update(k, v, i)  # (B, H, L, d)
+                out = single_query_attention(q, keys, values, mask, attn.scaling, attn.attn_dropout)  # (B, H, 1, d)
+                h = attn.resid_dropout(attn.c_proj(out.reshape(b, 1, width))) + h
+                h = h + block.mlp(block.ln_2(h))
+            return self.decoder.ln_f(h)
+
+        return column
+
+
+class LlamaColumns:
+    """Columns of a `LlamaModel`: rotary angles of the band's positions computed once, then each
+    layer's input norm, q/k/v projections, rotary embedding, cache, grouped-query attention,
+    o_proj, post-attention norm, MLP; then the final norm."""
+
+    def __init__(self, decoder: nn.Module):
+        from transformers.models.llama.modeling_llama import rotate_half  # noqa: PLC0415 (llama only)
+
+        self.decoder, self.rotate_half = decoder, rotate_half
+        config = decoder.config
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+    def prepare(self, attention_mask: torch.Tensor, position_ids: torch.Tensor, past: int, lo: int) -> Column:
+        band = _Band(attention_mask, past, lo)
+        like = self.decoder.norm.weight  # the rotary module reads only its device and dtype
+        cos, sin = self.decoder.rotary_emb(like, position_ids)  # (B, n, d) each
+        cos, sin = cos[:, :, None], sin[:, :, None]  # (B, n, 1, d)
+        rotate_half, d, groups = self.rotate_half, self.head_dim, self.kv_heads
+
+        def column(hidden: torch.Tensor, t: int, cache: DynamicCache) -> torch.Tensor:
+            b = hidden.shape[0]
+            mask, j = band.keys_of(t), t - band.lo
+            c, s = cos[:, j], sin[:, j]  # (B, 1, d), against (B, heads, d)
+            h = hidden  # (B, 1, D)
+            for i, layer in enumerate(self.decoder.layers):
+                attn = layer.self_attn
+                x = layer.input_layernorm(h)
+                q = attn.q_proj(x).view(b, -1, d)  # (B, H, d)
+                k = attn.k_proj(x).view(b, -1, d)  # (B, G, d)
+                v = attn.v_proj(x).view(b, -1, 1, d)  # (B, G, 1, d)
+                q = q * c + rotate_half(q) * s
+                k = k * c + rotate_half(k) * s
+                keys, values = cache.update(k[:, :, None], v, i)  # (B, G, L, d)
+                dropout = _dropout(attn.attention_dropout, attn.training)
+                out = single_query_attention(q.view(b, groups, -1, d), keys, values, mask, attn.scaling, dropout)
+                h = h + attn.o_proj(out.reshape(b, 1, -1))  # (B, G, r, d) -> (B, 1, H * d)
+                h = h + layer.mlp(layer.post_attention_layernorm(h))
+            return self.decoder.norm(h)
+
+        return column
+
+
+def _dropout(p: float, training: bool):
+    if not training or p == 0:
+        return lambda probs: probs
+    return lambda probs: nn.functional.dropout(probs, p=p, training=True)
+
+
+def _candidate(decoder: nn.Module):
+    """The column pass this module has for `decoder`'s class and settings, or None."""
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Model  # noqa: PLC0415
+    from transformers.models.llama.modeling_llama import LlamaModel  # noqa: PLC0415
+
+    config = getattr(decoder, "config", None)
+    if getattr(config, "_attn_implementation", None) not in ("eager", "sdpa"):
+        return None
+    if getattr(decoder, "gradient_checkpointing", False):
+        return None
+    if type(decoder) is GPT2Model:
+        if config.add_cross_attention or config.reorder_and_upcast_attn:
+            return None
+        return GPT2Columns(decoder)
+    if type(decoder) is LlamaModel:
+        if decoder.rotary_emb.rope_type != "default":  # dynamic rope types depend on the call's length
+            return None
+        return LlamaColumns(decoder)
+    return None
+
+
+def has_hooks(decoder: nn.Module) -> bool:
+    """Whether a hook sits on the decoder or one of its layers, which the column pass would skip."""
+    from torch.nn.modules import module as torch_module  # noqa: PLC0415
+
+    global_hooks = (torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks)
+    layers = [decoder, *getattr(decoder, "layers", getattr(decoder, "h", []))]
+    return any(global_hooks) or any(m._forward_hooks or m._forward_pre_hooks for m in layers)
+
+
+# (embeds (B, T, D), attention_mask (B, past + T), position_ids (B, T), cache) -> hidden (B, T, D):
+# the decoder's own forward, as ContinuousThoughtLM calls it.
+Decode = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache], torch.Tensor]
+
+
+@torch.no_grad()
+def column_pass(lm: nn.Module, decode: Decode) -> GPT2Columns | LlamaColumns | None:
+    """The column pass for `lm`'s decoder if this module has one and it gives the decoder's own
+    hidden states on a left-padded batch (relative difference within the dtype's tolerance)."""
+    from coconut.core.decoder_probe import FIRST_CHUNK, _probe_inputs, _relative_difference  # noqa: PLC0415
+
+    columns = _candidate(lm.base_model)
+    if columns is None:
+        return None
+    modes = {module: module.training for module in lm.modules()}
+    lm.eval()  # no dropout in the comparison
+    try:
+        embeds, mask = _probe_inputs(lm)  # (2, T, D), the second row left-padded
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = []
+        for lean in (False, True):
+            cache = DynamicCache(config=lm.config)
+            out = [decode(embeds[:, :FIRST_CHUNK], mask[:, :FIRST_CHUNK], positions[:, :FIRST_CHUNK], cache)]
+            column = columns.prepare(mask, positions[:, FIRST_CHUNK:], 0, FIRST_CHUNK)
+            for t in range(FIRST_CHUNK, mask.shape[1]):
+                step = embeds[:, t : t + 1]
+                if lean:
+                    out.append(column(step, t, cache))
+                else:
+                    out.append(decode(step, mask[:, : t + 1], positions[:, t : t + 1], cache))
+            hidden.append(torch.cat(out, 1))
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    difference = _relative_difference(hidden[0], hidden[1])
+    tolerance = 1e-5 if embeds.dtype in (torch.float32, torch.float64) else 3e-2
+    if difference > tolerance:
+        log.info(
+            f"{lm.config.model_type}: band columns through the decoder's own forward (the column pass "
+            f"differs by {difference:.2g})"
+        )
+        return None
+    return columns

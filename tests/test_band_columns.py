@@ -1,0 +1,65 @@
+"""The band's column pass (band_columns.py): chosen for the families it knows and only where it
+gives the decoder's own hidden states; the band through it equals the definition (the float64
+training-step tests in test_thought_band.py run both ways)."""
+
+import logging
+
+import pytest
+import torch
+from conftest import OTHER_FAMILIES, tiny_lm
+from test_model import LATENT, PAD, ROWS, step_by_step
+
+from coconut.core import band_columns
+from coconut.core.model import ContinuousThoughtLM
+from coconut.data.collate import collate_training
+
+
+def test_the_column_pass_is_chosen_for_gpt2_and_llama():
+    assert type(ContinuousThoughtLM(tiny_lm("gpt2"), LATENT)._columns) is band_columns.GPT2Columns
+    assert type(ContinuousThoughtLM(tiny_lm("llama"), LATENT)._columns) is band_columns.LlamaColumns
+
+
+@pytest.mark.parametrize("other", sorted(OTHER_FAMILIES))
+def test_other_families_keep_the_decoders_own_forward(other):
+    assert ContinuousThoughtLM(tiny_lm(other), LATENT)._columns is None
+
+
+def test_a_column_pass_that_differs_from_the_decoder_is_not_used(monkeypatch, caplog):
+    """A variant the pass does not know (here: the rotary angles left out) is caught by the probe."""
+    prepare = band_columns.LlamaColumns.prepare
+
+    def without_rotary(self, attention_mask, position_ids, past, lo):
+        return prepare(self, attention_mask, torch.zeros_like(position_ids), past, lo)
+
+    monkeypatch.setattr(band_columns.LlamaColumns, "prepare", without_rotary)
+    with caplog.at_level(logging.INFO):
+        model = ContinuousThoughtLM(tiny_lm("llama"), LATENT)
+    assert model._columns is None
+    assert "band columns through the decoder's own forward" in caplog.text
+
+
+def test_a_hook_on_a_decoder_layer_sends_the_band_through_the_decoder(family):
+    lm = tiny_lm(family).eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    layers = getattr(lm.base_model, "layers", None) or lm.base_model.h
+    seen = []
+    layers[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    logits = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"]).logits
+    assert seen.count(1) == 2  # the band's two single-column calls (three thoughts, the last with the rest)
+    for row, ids in enumerate(ROWS):
+        start = int(batch["attention_mask"][row].argmax())
+        torch.testing.assert_close(logits[row, start : start + len(ids)], step_by_step(lm, ids), atol=1e-5, rtol=1e-5)
+
+
+def test_single_query_attention_equals_scaled_dot_product_attention():
+    torch.manual_seed(0)
+    query, keys, values = torch.randn(3, 2, 4, 8), torch.randn(3, 2, 7, 8), torch.randn(3, 2, 7, 8)
+    mask = torch.rand(3, 1, 1, 7) > 0.3
+    mask[..., -1] = True  # every row reads at least its own key
+    out = band_columns.single_query_attention(query, keys, values, mask, 8**-0.5, lambda p: p)
+    # the reference: every query head of a group as its own head
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query.reshape(3, 8, 1, 8), keys.repeat_interleave(4, 1), values.repeat_interleave(4, 1), attn_mask=mask
+    )
+    torch.testing.assert_close(out, expected.reshape(3, 2, 4, 8), atol=1e-6, rtol=1e-5)
