@@ -28,8 +28,8 @@ def test_a_column_pass_that_differs_from_the_decoder_is_not_used(monkeypatch, ca
     """A variant the pass does not know (here: the rotary angles left out) is caught by the probe."""
     prepare = band_columns.LlamaColumns.prepare
 
-    def without_rotary(self, attention_mask, position_ids, past, lo):
-        return prepare(self, attention_mask, torch.zeros_like(position_ids), past, lo)
+    def without_rotary(self, attention_mask, position_ids, past, lo, band_grads=None):
+        return prepare(self, attention_mask, torch.zeros_like(position_ids), past, lo, band_grads)
 
     monkeypatch.setattr(band_columns.LlamaColumns, "prepare", without_rotary)
     with caplog.at_level(logging.INFO):

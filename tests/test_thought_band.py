@@ -211,6 +211,7 @@ def test_skinny_band_products_through_onednn_equal_step_by_step_in_float32(famil
     monkeypatch.setattr(thought_band, "SKINNY_MIN_WEIGHT", 0)
     lm = tiny_lm(family).eval()
     model = ContinuousThoughtLM(lm, LATENT)
+    calls.clear()  # the probe's
     batch = collate_training(ROWS, ROWS, LATENT, PAD)
     out = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"])
     mean_loss(out.logits, batch).backward()

@@ -68,9 +68,11 @@ class GPT2Columns:
         self.decoder = decoder
         self.heads = decoder.config.num_attention_heads
 
-    def prepare(self, attention_mask: torch.Tensor, position_ids: torch.Tensor, past: int, lo: int) -> Column:
+    def prepare(
+        self, attention_mask: torch.Tensor, position_ids: torch.Tensor, past: int, lo: int, band_grads=None
+    ) -> Column:
         """`position_ids` (B, n) of the band's columns lo..lo+n-1 (input indices); `attention_mask`
-        covers the cache and every input column."""
+        covers the cache and every input column; `band_grads` is not needed here."""
         band = _Band(attention_mask, past, lo)
         positions = self.decoder.wpe(position_ids)  # (B, n, D): one lookup for the band
 
@@ -94,24 +96,45 @@ class GPT2Columns:
 class LlamaColumns:
     """Columns of a `LlamaModel`: rotary angles of the band's positions computed once, then each
     layer's input norm, q/k/v projections, rotary embedding, cache, grouped-query attention,
-    o_proj, post-attention norm, MLP; then the final norm."""
+    o_proj, post-attention norm, MLP; then the final norm. In training, where the layers have no
+    biases, SiLU and no attention dropout, each column is one autograd node (llama_column.py)."""
 
     def __init__(self, decoder: nn.Module):
         from transformers.models.llama.modeling_llama import rotate_half  # noqa: PLC0415 (llama only)
 
         self.decoder, self.rotate_half = decoder, rotate_half
         config = decoder.config
-        self.kv_heads = config.num_key_value_heads
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        projections = [m for layer in decoder.layers for m in self._projections(layer)]
+        self.fused = (
+            config.hidden_act == "silu"
+            and config.attention_dropout == 0
+            and all(isinstance(m, nn.Linear) and m.bias is None for m in projections)
+        )
 
-    def prepare(self, attention_mask: torch.Tensor, position_ids: torch.Tensor, past: int, lo: int) -> Column:
+    @staticmethod
+    def _projections(layer: nn.Module) -> list[nn.Module]:
+        attn, mlp = layer.self_attn, layer.mlp
+        return [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+
+    def prepare(
+        self, attention_mask: torch.Tensor, position_ids: torch.Tensor, past: int, lo: int, band_grads=None
+    ) -> Column:
+        """`band_grads`: the run's `thought_band.DeferredWeightGrads` in training, for the fused
+        column; None (or a cache other than the training one) keeps the modules."""
         band = _Band(attention_mask, past, lo)
         like = self.decoder.norm.weight  # the rotary module reads only its device and dtype
         cos, sin = self.decoder.rotary_emb(like, position_ids)  # (B, n, d) each
         cos, sin = cos[:, :, None], sin[:, :, None]  # (B, n, 1, d)
         rotate_half, d, groups = self.rotate_half, self.head_dim, self.kv_heads
+        fused = None
+        if self.fused and band_grads is not None and not self._wrapped():
+            fused = self._fused(band_grads, band, cos, sin)
 
         def column(hidden: torch.Tensor, t: int, cache: DynamicCache) -> torch.Tensor:
+            if fused is not None and _buffered(cache):
+                return fused(hidden, t, cache)
             b = hidden.shape[0]
             mask, j = band.keys_of(t), t - band.lo
             c, s = cos[:, j], sin[:, j]  # (B, 1, d), against (B, heads, d)
@@ -132,6 +155,60 @@ class LlamaColumns:
             return self.decoder.norm(h)
 
         return column
+
+    def _wrapped(self) -> bool:
+        """Whether a projection or norm has a hook or a forward of its own on the instance (accelerate's
+        device hooks, a test's spy), which the one-node column would skip."""
+        modules = [self.decoder.norm]
+        for layer in self.decoder.layers:
+            modules += [*self._projections(layer), layer.input_layernorm, layer.post_attention_layernorm]
+        return any("forward" in vars(m) or m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+    def _fused(self, band_grads, band: _Band, cos: torch.Tensor, sin: torch.Tensor) -> Column:
+        """The training column as one autograd node: the projections' weights (q/k/v and gate/up
+        concatenated, once for the band), which of them take gradients, the norms' weights."""
+        from coconut.core.llama_column import ColumnSpec, LlamaColumn, signed_sin  # noqa: PLC0415
+
+        layers = self.decoder.layers
+        with torch.no_grad():
+            linears = []
+            for layer in layers:
+                q, k, v, o, gate, up, down = (m.weight for m in self._projections(layer))
+                linears.append((torch.cat([q, k, v]), o.detach(), torch.cat([gate, up]), down.detach()))
+        ids = [[id(m) if id(m) in band_grads.kinds else None for m in self._projections(layer)] for layer in layers]
+        norms = [w for layer in layers for w in (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)]
+        norms.append(self.decoder.norm.weight)
+        attn = layers[0].self_attn
+        eps, scaling = self.decoder.norm.variance_epsilon, attn.scaling
+        sin = signed_sin(sin)
+
+        def column(hidden: torch.Tensor, t: int, cache: DynamicCache) -> torch.Tensor:
+            b, j = hidden.shape[0], t - band.lo
+            spec = ColumnSpec(
+                eps, scaling, self.heads, self.kv_heads, self.head_dim, cos[:, j], sin[:, j], band.keys_of(t),
+                cache.layers, linears, band_grads, ids,
+            )  # fmt: skip
+            pasts = [x for layer in cache.layers for x in (layer.keys, layer.values)]
+            out, *views = LlamaColumn.apply(spec, hidden.view(b, -1), *pasts, *norms)
+            for layer, keys, values in zip(cache.layers, views[::2], views[1::2]):
+                layer.keys, layer.values, layer.written = keys, values, keys
+            return out.view(b, 1, -1)
+
+        return column
+
+
+def _buffered(cache: DynamicCache) -> bool:
+    """Whether every layer of `cache` is a training `BufferedLayer` with room for one more column."""
+    from coconut.core.thought_band import BufferedLayer  # noqa: PLC0415
+
+    return all(
+        isinstance(layer, BufferedLayer)
+        and layer.buffers is not None
+        and layer.keys is not None
+        and layer.keys is getattr(layer, "written", None)
+        and layer.keys.shape[-2] < layer.capacity
+        for layer in cache.layers
+    )
 
 
 def _dropout(p: float, training: bool):
@@ -178,8 +255,10 @@ Decode = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache], torc
 @torch.no_grad()
 def column_pass(lm: nn.Module, decode: Decode) -> GPT2Columns | LlamaColumns | None:
     """The column pass for `lm`'s decoder if this module has one and it gives the decoder's own
-    hidden states on a left-padded batch (relative difference within the dtype's tolerance)."""
+    hidden states on a left-padded batch (relative difference within the dtype's tolerance); its
+    training variant (`LlamaColumns.fused`) is checked the same way and turned off if it differs."""
     from coconut.core.decoder_probe import FIRST_CHUNK, _probe_inputs, _relative_difference  # noqa: PLC0415
+    from coconut.core.thought_band import DeferredWeightGrads, _is_trainable_linear, buffered_cache  # noqa: PLC0415
 
     columns = _candidate(lm.base_model)
     if columns is None:
@@ -189,27 +268,39 @@ def column_pass(lm: nn.Module, decode: Decode) -> GPT2Columns | LlamaColumns | N
     try:
         embeds, mask = _probe_inputs(lm)  # (2, T, D), the second row left-padded
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = []
-        for lean in (False, True):
-            cache = DynamicCache(config=lm.config)
+        linears = [m for m in lm.base_model.modules() if _is_trainable_linear(m)]
+
+        def band(way: str) -> torch.Tensor:
+            cache = buffered_cache(lm.config, mask.shape[1]) if way == "fused" else DynamicCache(config=lm.config)
             out = [decode(embeds[:, :FIRST_CHUNK], mask[:, :FIRST_CHUNK], positions[:, :FIRST_CHUNK], cache)]
-            column = columns.prepare(mask, positions[:, FIRST_CHUNK:], 0, FIRST_CHUNK)
+            records = DeferredWeightGrads(linears) if way == "fused" else None
+            column = columns.prepare(mask, positions[:, FIRST_CHUNK:], 0, FIRST_CHUNK, records)
             for t in range(FIRST_CHUNK, mask.shape[1]):
                 step = embeds[:, t : t + 1]
-                if lean:
-                    out.append(column(step, t, cache))
-                else:
+                if way == "decoder":
                     out.append(decode(step, mask[:, : t + 1], positions[:, t : t + 1], cache))
-            hidden.append(torch.cat(out, 1))
+                else:
+                    out.append(column(step, t, cache))
+            return torch.cat(out, 1)
+
+        reference = band("decoder")
+        differences = {"columns": _relative_difference(reference, band("columns"))}
+        if getattr(columns, "fused", False) and linears:
+            differences["fused"] = _relative_difference(reference, band("fused"))
     finally:
         for module, training in modes.items():
             module.training = training
-    difference = _relative_difference(hidden[0], hidden[1])
     tolerance = 1e-5 if embeds.dtype in (torch.float32, torch.float64) else 3e-2
-    if difference > tolerance:
+    if differences["columns"] > tolerance:
         log.info(
             f"{lm.config.model_type}: band columns through the decoder's own forward (the column pass "
-            f"differs by {difference:.2g})"
+            f"differs by {differences['columns']:.2g})"
         )
         return None
+    if differences.get("fused", 0) > tolerance:
+        log.info(
+            f"{lm.config.model_type}: band columns through the modules in training (the one-node column "
+            f"differs by {differences['fused']:.2g})"
+        )
+        columns.fused = False
     return columns

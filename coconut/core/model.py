@@ -203,7 +203,7 @@ class ContinuousThoughtLM(nn.Module):
         previous = chunks[-1][:, -1:]  # (B, 1, D)
         column_pass = None
         if self._columns is not None and hi > lo and not has_hooks(self.decoder):
-            column_pass = self._columns.prepare(attention_mask, position_ids[:, lo:hi], past, lo)
+            column_pass = self._columns.prepare(attention_mask, position_ids[:, lo:hi], past, lo, band_grads)
         norms = []
         for t, column in zip(range(lo, hi + 1), columns):
             thought = self.thought_projection(previous)  # (B, 1, D)
