@@ -57,9 +57,35 @@ def test_single_query_attention_equals_scaled_dot_product_attention():
     query, keys, values = torch.randn(3, 2, 4, 8), torch.randn(3, 2, 7, 8), torch.randn(3, 2, 7, 8)
     mask = torch.rand(3, 1, 1, 7) > 0.3
     mask[..., -1] = True  # every row reads at least its own key
-    out = band_columns.single_query_attention(query, keys, values, mask, 8**-0.5, lambda p: p)
+    out = band_columns.single_query_attention(query, keys, values, mask, 8**-0.5, 0.0)
     # the reference: every query head of a group as its own head
     expected = torch.nn.functional.scaled_dot_product_attention(
         query.reshape(3, 8, 1, 8), keys.repeat_interleave(4, 1), values.repeat_interleave(4, 1), attn_mask=mask
     )
     torch.testing.assert_close(out, expected.reshape(3, 2, 4, 8), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [1, 3], ids=["one query head per key head", "three"])
+def test_single_query_attention_gradients_equal_autograds_in_float64(shared):
+    torch.manual_seed(0)
+    query, keys, values = (torch.randn(3, 2, shared, 5, dtype=torch.float64), *torch.randn(2, 3, 2, 7, 5).double())
+    mask = torch.rand(3, 1, 1, 7) > 0.3
+    mask[..., -1] = True
+    inputs = [t.requires_grad_() for t in (query, keys, values)]
+    out = band_columns.single_query_attention(*inputs, mask, 0.4, 0.0)
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, inputs, grad)
+    scores = (query @ keys.transpose(-1, -2) * 0.4).masked_fill(~mask, float("-inf"))
+    expected = torch.autograd.grad(scores.softmax(-1) @ values, inputs, grad)
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_single_query_attention_drops_probabilities_in_training_and_scales_the_rest():
+    torch.manual_seed(0)
+    query, keys = torch.randn(64, 1, 1, 4), torch.zeros(64, 1, 10, 4)  # equal scores: probabilities 0.1
+    values = torch.ones(64, 1, 10, 4)
+    out = band_columns.single_query_attention(query, keys, values, torch.ones(64, 1, 1, 10, dtype=torch.bool), 1.0, 0.5)
+    kept = out[..., 0].flatten() / 0.2  # each kept probability 0.1 scaled to 0.2: out = 0.2 x kept count
+    torch.testing.assert_close(kept, kept.round())
+    assert 4 < kept.mean() < 6  # half of the 10 kept on average
