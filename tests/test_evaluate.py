@@ -62,6 +62,20 @@ def test_report_fields_are_present_and_in_range(trained, tmp_path):
     assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == before  # nothing written there
 
 
+def test_without_legibility_the_answers_are_the_same_and_nothing_else_is_measured(trained, tmp_path):
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    full = run_evaluation(eval_cfg(tmp_path / "full", ckpt))
+    bare = run_evaluation(eval_cfg(tmp_path / "bare", ckpt, "legibility.measure=false"))
+    assert full["legibility"]["measured"] is True and bare["legibility"]["measured"] is False
+    assert bare["accuracy"] == full["accuracy"] and bare["tokens"] == full["tokens"]
+    assert bare["legibility"] == {"measured": False, "ablation": {}, "ablation_drop": {}}  # no ablation either
+    rows = {name: (tmp_path / name / "samples.jsonl").read_text().splitlines() for name in ("full", "bare")}
+    full_rows, bare_rows = ([json.loads(line) for line in rows[name]] for name in ("full", "bare"))
+    assert [r["generated"] for r in bare_rows] == [r["generated"] for r in full_rows]
+    assert all(r["decoded_thoughts"] is None and r["legibility"] is None for r in bare_rows)
+    assert "legibility: not measured" in (tmp_path / "bare" / "report.md").read_text()
+
+
 def test_thought_count_can_be_set_at_inference(trained, tmp_path):
     ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
     none = run_evaluation(eval_cfg(tmp_path / "zero", ckpt, "n_thoughts=0", "legibility.ablations=[]"))

@@ -199,6 +199,10 @@ def run_evaluation(cfg: DictConfig) -> dict:
         batch_size=cfg.batch_size,
         n_thoughts=n_thoughts,
     )
+    measure = cfg.legibility.get("measure")
+    measure = True if measure is None else bool(measure)  # (a suite sets false when left null)
+    if not measure:
+        log.info("legibility not measured (legibility.measure=false): accuracy, tokens and speed only")
     log.info(
         f"evaluating {ckpt_path} ({method.name}, stage {stage}, "
         f"{'n_thoughts=' + str(n_thoughts) if n_thoughts is not None else 'thoughts of the stage'}) "
@@ -216,6 +220,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         max_new_tokens=max_new_tokens,
         thought_ids=(ids.latent, ids.pause),
         ablations=list(cfg.legibility.ablations),
+        legibility=measure,
         intervention=cfg.legibility.get("intervention", True),
         probe_folds=cfg.legibility.probe_folds,
         reference_legibility=reference_legibility(cfg.legibility.reference) if cfg.legibility.reference else None,
@@ -251,13 +256,13 @@ def run_evaluation(cfg: DictConfig) -> dict:
     )
     write_evaluation(output_dir, evaluation)
     report = evaluation.report
-    loss = report["legibility"]["loss"]
+    loss = report["legibility"].get("loss")
     log.info(
         f"accuracy {report['accuracy']:.4f} on all {report['n_total']} questions ({report['accuracy_answered']:.4f} "
         f"on the {report['n']} answered, {report['n_skipped']} skipped) | "
         f"{report['tokens']['generated_mean']:.1f} tokens + "
         f"{report['tokens']['thoughts_mean']:.1f} thoughts per answer | legibility loss "
-        f"{'n/a' if loss is None else format(loss, '.3f')} | written to {output_dir}"
+        f"{'not measured' if not measure else 'n/a' if loss is None else format(loss, '.3f')} | written to {output_dir}"
     )
     log.info(thoughts_verdict(report))
     return report

@@ -89,6 +89,8 @@ def markdown(report: dict) -> str:
     hidden = ("config", "stage", "n_thoughts", "thoughts_per_question", "skipped")
     for key, value in flatten({k: v for k, v in report.items() if k not in hidden}).items():
         lines.append(f"| {key} | {cell(value)} |")
+    if report.get("legibility", {}).get("measured") is False:
+        lines += ["", "legibility: not measured (legibility.measure=false, the default in a suite)"]
     missing = [k for k, v in report.get("legibility", {}).items() if v is None]
     if missing:
         names = ", ".join("legibility." + m for m in missing)
