@@ -89,3 +89,65 @@ def test_single_query_attention_drops_probabilities_in_training_and_scales_the_r
     kept = out[..., 0].flatten() / 0.2  # each kept probability 0.1 scaled to 0.2: out = 0.2 x kept count
     torch.testing.assert_close(kept, kept.round())
     assert 4 < kept.mean() < 6  # half of the 10 kept on average
+
+
+class Wrapper(torch.nn.Module):
+    """A decoder layer inside another module, as FSDP wraps each one: the layer's attributes are no
+    longer the decoder's layers' own."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args, **kwargs):
+        return self.inner(*args, **kwargs)
+
+
+def test_a_wrapped_decoder_layer_sends_the_band_through_the_decoder(family):
+    lm = tiny_lm(family).eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    layers = getattr(lm.base_model, "layers", None) or lm.base_model.h
+    layers[1] = Wrapper(layers[1])
+    assert not model._columns.applies()
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    logits = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"]).logits
+    for row, ids in enumerate(ROWS):
+        start = int(batch["attention_mask"][row].argmax())
+        torch.testing.assert_close(logits[row, start : start + len(ids)], step_by_step(lm, ids), atol=1e-5, rtol=1e-5)
+
+
+def step_gradients(model, batch) -> dict:
+    model.lm.zero_grad()
+    model(batch["input_ids"], batch["attention_mask"], batch["position_ids"], labels=batch["labels"]).loss.backward()
+    return {n: None if p.grad is None else p.grad.clone() for n, p in model.lm.named_parameters()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_one_node_llama_column_gives_the_modules_gradients(dtype):
+    """In float32 and in a bfloat16 model (its norms computed in float32 as LlamaRMSNorm does), with a
+    frozen projection: the same gradients as the columns through the modules, none for the frozen one."""
+    lm = tiny_lm("llama").to(dtype).eval()
+    lm.model.layers[0].self_attn.k_proj.weight.requires_grad_(False)
+    fused = ContinuousThoughtLM(lm, LATENT)
+    modules = ContinuousThoughtLM(lm, LATENT)
+    modules._columns.fused = False
+    assert fused._columns.fused
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    expected, got = step_gradients(modules, batch), step_gradients(fused, batch)
+    tolerance = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 5e-2}
+    for name, grad in expected.items():
+        if grad is None:
+            assert got[name] is None, name
+        else:
+            torch.testing.assert_close(got[name].float(), grad.float(), **tolerance, msg=name)
+    assert got["model.layers.0.self_attn.k_proj.weight"] is None
+
+
+def test_columns_in_training_mode_run_with_dropout(family):
+    """Dropout on (GPT-2's attention, residual and embedding dropout): a training step through the
+    column pass runs and every trainable parameter gets a finite gradient."""
+    lm = tiny_lm(family).train()
+    model = ContinuousThoughtLM(lm, LATENT)
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    grads = step_gradients(model, batch)
+    assert all(g is not None and g.isfinite().all() for g in grads.values())

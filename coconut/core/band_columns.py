@@ -102,6 +102,11 @@ class GPT2Columns:
         self.decoder = decoder
         self.heads = decoder.config.num_attention_heads
 
+    def applies(self) -> bool:
+        """Whether the decoder is still as it was probed: its blocks of their own class (not wrapped,
+        e.g. by FSDP), no hooks on it or them."""
+        return _intact(self.decoder, self.decoder.h)
+
     def prepare(
         self, attention_mask: torch.Tensor, position_ids: torch.Tensor, past: int, lo: int, band_grads=None
     ) -> Column:
@@ -147,6 +152,10 @@ class LlamaColumns:
             and config.attention_dropout == 0
             and all(isinstance(m, nn.Linear) and m.bias is None for m in projections)
         )
+
+    def applies(self) -> bool:
+        """As `GPT2Columns.applies`."""
+        return _intact(self.decoder, self.decoder.layers)
 
     @staticmethod
     def _projections(layer: nn.Module) -> list[nn.Module]:
@@ -267,13 +276,16 @@ def _candidate(decoder: nn.Module):
     return None
 
 
-def has_hooks(decoder: nn.Module) -> bool:
-    """Whether a hook sits on the decoder or one of its layers, which the column pass would skip."""
+def _intact(decoder: nn.Module, layers) -> bool:
+    """Whether `layers` are all of the class the decoder was built with (FSDP wraps them in its own)
+    and no hook sits on the decoder or a layer, which the column pass would skip."""
     from torch.nn.modules import module as torch_module  # noqa: PLC0415
 
+    kind = type(layers[0])
+    if any(type(layer) is not kind for layer in layers) or kind.__module__ != type(decoder).__module__:
+        return False
     global_hooks = (torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks)
-    layers = [decoder, *getattr(decoder, "layers", getattr(decoder, "h", []))]
-    return any(global_hooks) or any(m._forward_hooks or m._forward_pre_hooks for m in layers)
+    return not any(global_hooks) and not any(m._forward_hooks or m._forward_pre_hooks for m in [decoder, *layers])
 
 
 # (embeds (B, T, D), attention_mask (B, past + T), position_ids (B, T), cache) -> hidden (B, T, D):

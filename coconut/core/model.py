@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
-from coconut.core.band_columns import column_pass, has_hooks
+from coconut.core.band_columns import column_pass
 from coconut.core.decoder_probe import cache_keyword, probe_decoder
 from coconut.core.thought_band import buffered_cache, deferred_weight_grads
 
@@ -202,7 +202,7 @@ class ContinuousThoughtLM(nn.Module):
             chunks = [self._decode(prefix, attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
         previous = chunks[-1][:, -1:]  # (B, 1, D)
         column_pass = None
-        if self._columns is not None and hi > lo and not has_hooks(self.decoder):
+        if self._columns is not None and hi > lo and self._columns.applies():
             column_pass = self._columns.prepare(attention_mask, position_ids[:, lo:hi], past, lo, band_grads)
         norms = []
         for t, column in zip(range(lo, hi + 1), columns):
