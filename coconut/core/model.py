@@ -14,7 +14,10 @@ the batch's latent positions lie in a band of columns [lo, hi] (the collator ali
   3. one cached pass over the rest [hi, T), column hi's input made as in 2.
 So the extra cost over a plain forward is (hi - lo) small calls, not a per-position Python loop
 over the batch. In training, thought_band.py keeps those calls cheap: a KV cache filled in
-place instead of copied per column, and the band's weight gradients computed once, not per column.
+place instead of copied per column, every pass's weight gradients computed in one product per
+weight, and the band's skinny products through a kernel that shares them out over threads;
+band_columns.py runs a column through GPT-2's or Llama's layers without the decoder's per-call
+set-up (for Llama in training, one autograd node a column: llama_column.py).
 This module has no Lightning or Hydra in it.
 """
 
