@@ -151,3 +151,17 @@ def test_columns_in_training_mode_run_with_dropout(family):
     batch = collate_training(ROWS, ROWS, LATENT, PAD)
     grads = step_gradients(model, batch)
     assert all(g is not None and g.isfinite().all() for g in grads.values())
+
+
+def test_a_large_llama_keeps_its_modules_in_training(monkeypatch):
+    """The one-node column copies the projections' weights once a band: not beyond FUSED_MAX_WEIGHTS."""
+    monkeypatch.setattr(band_columns, "FUSED_MAX_WEIGHTS", 0)
+    assert not ContinuousThoughtLM(tiny_lm("llama"), LATENT)._columns.fused
+
+
+def test_gradient_checkpointing_turned_on_later_sends_the_band_through_the_decoder(family):
+    lm = tiny_lm(family)
+    model = ContinuousThoughtLM(lm, LATENT)
+    assert model._columns.applies()
+    lm.gradient_checkpointing_enable()
+    assert not model._columns.applies()

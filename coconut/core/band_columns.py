@@ -29,6 +29,11 @@ from transformers import DynamicCache
 
 log = logging.getLogger(__name__)
 
+# The one-node Llama column concatenates the q/k/v and gate/up weights once a band, a copy of most of
+# the decoder's weights: only up to this many weight elements (the graph presets' Llama has 0.4M; a
+# GPT-2-small-sized Llama 85M, whose columns' per-op cost is small beside their products anyway).
+FUSED_MAX_WEIGHTS = 1 << 24
+
 # (hidden (B, 1, D), column of the input, cache) -> last-layer hidden states (B, 1, D)
 Column = Callable[[torch.Tensor, int, DynamicCache], torch.Tensor]
 
@@ -151,6 +156,7 @@ class LlamaColumns:
             config.hidden_act == "silu"
             and config.attention_dropout == 0
             and all(isinstance(m, nn.Linear) and m.bias is None for m in projections)
+            and sum(m.weight.numel() for m in projections) <= FUSED_MAX_WEIGHTS
         )
 
     def applies(self) -> bool:
@@ -277,12 +283,15 @@ def _candidate(decoder: nn.Module):
 
 
 def _intact(decoder: nn.Module, layers) -> bool:
-    """Whether `layers` are all of the class the decoder was built with (FSDP wraps them in its own)
-    and no hook sits on the decoder or a layer, which the column pass would skip."""
+    """Whether `layers` are all of the class the decoder was built with (FSDP wraps them in its own),
+    no hook sits on the decoder or a layer and no gradient checkpointing was turned on, all of which
+    the column pass would skip."""
     from torch.nn.modules import module as torch_module  # noqa: PLC0415
 
     kind = type(layers[0])
     if any(type(layer) is not kind for layer in layers) or kind.__module__ != type(decoder).__module__:
+        return False
+    if getattr(decoder, "gradient_checkpointing", False):  # enabled after construction
         return False
     global_hooks = (torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks)
     return not any(global_hooks) and not any(m._forward_hooks or m._forward_pre_hooks for m in [decoder, *layers])
