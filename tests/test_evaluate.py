@@ -15,6 +15,7 @@ from coconut.cli.checks import CheckpointError
 from coconut.cli.evaluate import run_evaluation
 from coconut.cli.train import CONFIG_DIR, train
 from coconut.core.errors import ConfigError, UserInputError
+from coconut.eval.report import thoughts_verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,6 +75,10 @@ def test_without_legibility_the_answers_are_the_same_and_nothing_else_is_measure
     assert [r["generated"] for r in bare_rows] == [r["generated"] for r in full_rows]
     assert all(r["decoded_thoughts"] is None and r["legibility"] is None for r in bare_rows)
     assert "legibility: not measured" in (tmp_path / "bare" / "report.md").read_text()
+    assert (
+        thoughts_verdict(bare)
+        == "thoughts carried the answer: not measured (legibility.measure=false; true measures it)"
+    )
 
 
 def test_thought_count_can_be_set_at_inference(trained, tmp_path):

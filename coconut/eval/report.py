@@ -34,6 +34,8 @@ def thoughts_verdict(report: dict) -> str:
     drops = report.get("legibility", {}).get("ablation_drop") or {}
     if not thoughts:
         return "thoughts carried the answer: no thoughts at this stage (nothing to carry it)"
+    if report.get("legibility", {}).get("measured") is False:
+        return "thoughts carried the answer: not measured (legibility.measure=false; true measures it)"
     if "other" not in drops:
         return "thoughts carried the answer: not measured (run with legibility.ablations including other)"
     drop = drops["other"]
