@@ -63,7 +63,7 @@ _FUSED_RMS = hasattr(torch.ops.aten, "_fused_rms_norm")  # (its backward has no 
 def _norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """LlamaRMSNorm: weight * h / sqrt(mean(h^2) + eps), computed in at least float32; returns it and
     the reciprocal root (B, 1)."""
-    if _FUSED_RMS and h.dtype in (torch.float32, torch.float64):  # one op, the same arithmetic
+    if _FUSED_RMS and h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64):  # one op, as checked
         return torch.ops.aten._fused_rms_norm(h, [h.shape[-1]], weight, eps)
     hc = h.to(torch.promote_types(h.dtype, torch.float32))
     r = torch.rsqrt(hc.pow(2).mean(-1, keepdim=True) + eps)
