@@ -1,15 +1,20 @@
 """Benchmark: a stage-3 COCONUT training step against a plain teacher-forced step of the same base
 model on the same token sequences (forward + backward + AdamW as training configures it), measured
-interleaved in one process. The plain step is the one chain-of-thought training takes: the same
-wrapper and loss, no thought loop.
+interleaved in one process, at each thread count in turn. The plain step is the one
+chain-of-thought training takes: the same wrapper and loss, no thought loop.
 
-    python scripts/bench_train_step.py [--repeats 10] [--threads 2] [--precision bf16]
+    python scripts/bench_train_step.py                  # every model at 1 and 2 threads, one table
+    python scripts/bench_train_step.py [--repeats 10] [--threads 1,2] [--only Llama] [--precision bf16]
 
-Prints, per model, the median step time of each and their ratio (target <= 1.15x at GPT-2-small
-size), on CPU also the ratio of the median CPU time the process spent (steadier than wall time on a
-machine shared with other work), and the ratio of peak memory (target <= 1.10x): on CUDA the
-allocator's peak; on CPU, where torch keeps no allocator statistics, the weights and optimizer state
-plus the peak of the step's allocations as the profiler records them.
+Prints, per model and thread count, the median step time of each, their ratio (targets: <= 1.10x at
+GPT-2-small size, <= 1.20x for the graph presets' Llama, <= 1.05x for the quickstart's model) and
+the thought band's extra time (the COCONUT step's median minus the plain step's); on CPU also the
+ratio of the median CPU time the process spent (steadier than wall time on a machine shared with
+other work); and, once per model, the ratio of peak memory (target <= 1.10x): on CUDA the
+allocator's peak; on CPU, where torch keeps no allocator statistics, the weights and optimizer
+state plus the peak of the step's allocations as the profiler records them. The whole table is
+printed again at the end in Markdown. Run it alone on the machine: other processes on the cores
+make a second thread wait.
 `--precision bf16` runs both steps under bf16 autocast, as `trainer.precision=bf16-mixed` does.
 Sequences look like GSM8K-Aug at stage 3 with c=2 for the GPT-2 models: a 40-80 token question,
 <|start-latent|>, 6 thoughts, <|end-latent|>, then 10-30 tokens of remaining steps and answer; like
@@ -24,6 +29,7 @@ import os
 import random
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -81,9 +87,48 @@ def cpu_peak_bytes(step, persistent: int) -> int:
     return persistent + peak
 
 
+@dataclass
+class Result:
+    """One model at one thread count: median step times (s), their CPU-time ratio (CPU only) and
+    peak memory (bytes), measured once per model."""
+
+    name: str
+    batch: int
+    thoughts: int
+    threads: int
+    plain: float
+    coconut: float
+    cpu_ratio: float | None
+    memory: tuple[str, int, int] | None  # (kind, plain, coconut)
+
+    def line(self) -> str:
+        cpu = f" (cpu time {self.cpu_ratio:.2f}x)" if self.cpu_ratio is not None else ""
+        extra = (self.coconut - self.plain) * 1e3
+        text = (
+            f"{self.name:45s} batch {self.batch:2d}, {self.thoughts} thoughts, {self.threads} thread(s) | "
+            f"step plain {self.plain * 1e3:7.1f} ms  coconut {self.coconut * 1e3:7.1f} ms  "
+            f"ratio {self.coconut / self.plain:.2f}x{cpu}  band's extra time {extra:7.1f} ms"
+        )
+        if self.memory is not None:
+            kind, plain, coconut = self.memory
+            text += f" | {kind} plain {plain / 2**20:7.1f} MiB  coconut {coconut / 2**20:7.1f} MiB"
+            text += f"  ratio {coconut / plain:.2f}x"
+        return text
+
+
 def bench(
-    name: str, architecture: dict, batch_size: int, vocab: int, sequences: dict, repeats: int, device: str, bf16: bool
-):
+    name: str,
+    architecture: dict,
+    batch_size: int,
+    vocab: int,
+    sequences: dict,
+    repeats: int,
+    device: str,
+    bf16: bool,
+    threads: tuple[int | None, ...] = (None,),
+) -> list[Result]:
+    """Times `name` at each of `threads` (None: torch's current count) in turn, in this process;
+    prints one line per thread count and returns the results."""
     torch.manual_seed(0)
     architecture = dict(architecture)
     config = AutoConfig.for_model(architecture.pop("model_type"), vocab_size=vocab, **architecture)
@@ -97,19 +142,18 @@ def bench(
     b = make_batch(batch_size, vocab, **sequences)
     ids, mask, pos, labels = (b[k].to(device) for k in ("input_ids", "attention_mask", "position_ids", "labels"))
 
-    def coconut_step():
+    def step(which: ContinuousThoughtLM):
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(ids, mask, pos, labels=labels).loss
+            loss = which(ids, mask, pos, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    def coconut_step():
+        step(model)
+
     def plain_step():  # the same tokens, latent ids read as ordinary tokens: a chain-of-thought step
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            loss = plain_model(ids, mask, pos, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step(plain_model)
 
     def timed(step) -> tuple[float, float]:  # wall seconds, CPU seconds of this process
         if device == "cuda":
@@ -120,55 +164,82 @@ def bench(
             torch.cuda.synchronize()
         return time.perf_counter() - start, time.process_time() - start_cpu
 
-    for _ in range(3):  # warm-up
-        plain_step(), coconut_step()
-    times = {"plain": [], "coconut": []}
-    for _ in range(repeats):  # interleaved, so drift hits both alike
-        times["plain"].append(timed(plain_step))
-        times["coconut"].append(timed(coconut_step))
-    plain, coconut = (statistics.median(t for t, _ in times[k]) for k in ("plain", "coconut"))
-    cpu_plain, cpu_coconut = (statistics.median(c for _, c in times[k]) for k in ("plain", "coconut"))
-    cpu_ratio = f" (cpu time {cpu_coconut / cpu_plain:.2f}x)" if device == "cpu" else ""
+    results = []
+    for count in threads:
+        if count is not None:
+            torch.set_num_threads(count)
+        for _ in range(3):  # warm-up
+            plain_step(), coconut_step()
+        times = {"plain": [], "coconut": []}
+        for _ in range(repeats):  # interleaved, so drift hits both alike
+            times["plain"].append(timed(plain_step))
+            times["coconut"].append(timed(coconut_step))
+        plain, coconut = (statistics.median(t for t, _ in times[k]) for k in ("plain", "coconut"))
+        cpu_plain, cpu_coconut = (statistics.median(c for _, c in times[k]) for k in ("plain", "coconut"))
+        memory = measure_memory(lm, optimizer, plain_step, coconut_step, device) if not results else None
+        result = Result(
+            name, batch_size, sequences["thoughts"], torch.get_num_threads(), plain, coconut,
+            cpu_coconut / cpu_plain if device == "cpu" else None, memory,
+        )  # fmt: skip
+        print(result.line(), flush=True)
+        results.append(result)
+    return results
 
+
+def measure_memory(lm, optimizer, plain_step, coconut_step, device: str) -> tuple[str, int, int]:
+    """(kind, plain step's peak, COCONUT step's peak) in bytes."""
     if device == "cuda":
         peaks = {}
         for label, step in (("plain", plain_step), ("coconut", coconut_step)):
             torch.cuda.reset_peak_memory_stats()
             step()
             peaks[label] = torch.cuda.max_memory_allocated()
-        memory = ("peak allocated", peaks["plain"], peaks["coconut"])
-    else:
-        persistent = sum(t.numel() * t.element_size() for t in lm.parameters())
-        persistent += sum(
-            v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v)
-        )
-        memory = ("peak", cpu_peak_bytes(plain_step, persistent), cpu_peak_bytes(coconut_step, persistent))
-    kind, mem_plain, mem_coconut = memory
-    print(
-        f"{name:45s} batch {batch_size:2d}, {sequences['thoughts']} thoughts | "
-        f"step plain {plain * 1e3:7.1f} ms  coconut {coconut * 1e3:7.1f} ms  "
-        f"ratio {coconut / plain:.2f}x{cpu_ratio} | {kind} plain {mem_plain / 2**20:7.1f} MiB  coconut "
-        f"{mem_coconut / 2**20:7.1f} MiB  ratio {mem_coconut / mem_plain:.2f}x"
+        return "peak allocated", peaks["plain"], peaks["coconut"]
+    persistent = sum(t.numel() * t.element_size() for t in lm.parameters())
+    persistent += sum(
+        v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v)
     )
+    return "peak", cpu_peak_bytes(plain_step, persistent), cpu_peak_bytes(coconut_step, persistent)
+
+
+def markdown(results: list[Result]) -> str:
+    """The results as one Markdown table (the speed section of docs/results.md)."""
+    rows = [
+        "| model, batch, thoughts | threads | plain step | COCONUT step | ratio | band's extra time | memory |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        memory = f"{r.memory[2] / r.memory[1]:.2f}x" if r.memory else ""
+        rows.append(
+            f"| {r.name}, {r.batch}, {r.thoughts} | {r.threads} | {r.plain * 1e3:.1f} ms | {r.coconut * 1e3:.1f} ms "
+            f"| {r.coconut / r.plain:.2f}x | {(r.coconut - r.plain) * 1e3:.1f} ms | {memory} |"
+        )
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", default="1,2", help="torch CPU thread counts, each in turn in this process (default: 1,2)"
+    )
     parser.add_argument("--only", default=None, help="run only models whose name contains this")
     parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="bf16: steps under bf16 autocast")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = tuple(int(t) for t in args.threads.split(",")) if device == "cpu" else (None,)
     print(
-        f"device {device}, precision {args.precision}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"device {device}, precision {args.precision}, torch {torch.__version__}, threads {threads}, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, coconut from {Path(coconut.__file__).parent}"
     )
+    results = []
     for name, spec in MODELS.items():
         if args.only is None or args.only in name:
-            bench(name, *spec, repeats=args.repeats, device=device, bf16=args.precision == "bf16")
+            results += bench(
+                name, *spec, repeats=args.repeats, device=device, bf16=args.precision == "bf16", threads=threads
+            )
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end\n")
+    print(markdown(results))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from coconut.cli.checks import CheckpointError
 from coconut.cli.evaluate import run_evaluation
 from coconut.cli.train import CONFIG_DIR, train
 from coconut.core.errors import ConfigError, UserInputError
+from coconut.eval.report import thoughts_verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +61,24 @@ def test_report_fields_are_present_and_in_range(trained, tmp_path):
     assert "| accuracy |" in (tmp_path / "report.md").read_text()
     assert "eval/accuracy" in scalars(tmp_path)
     assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == before  # nothing written there
+
+
+def test_without_legibility_the_answers_are_the_same_and_nothing_else_is_measured(trained, tmp_path):
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    full = run_evaluation(eval_cfg(tmp_path / "full", ckpt))
+    bare = run_evaluation(eval_cfg(tmp_path / "bare", ckpt, "legibility.measure=false"))
+    assert full["legibility"]["measured"] is True and bare["legibility"]["measured"] is False
+    assert bare["accuracy"] == full["accuracy"] and bare["tokens"] == full["tokens"]
+    assert bare["legibility"] == {"measured": False, "ablation": {}, "ablation_drop": {}}  # no ablation either
+    rows = {name: (tmp_path / name / "samples.jsonl").read_text().splitlines() for name in ("full", "bare")}
+    full_rows, bare_rows = ([json.loads(line) for line in rows[name]] for name in ("full", "bare"))
+    assert [r["generated"] for r in bare_rows] == [r["generated"] for r in full_rows]
+    assert all(r["decoded_thoughts"] is None and r["legibility"] is None for r in bare_rows)
+    assert "legibility: not measured" in (tmp_path / "bare" / "report.md").read_text()
+    assert (
+        thoughts_verdict(bare)
+        == "thoughts carried the answer: not measured (legibility.measure=false; true measures it)"
+    )
 
 
 def test_thought_count_can_be_set_at_inference(trained, tmp_path):

@@ -89,9 +89,15 @@ def test_suite_math_writes_a_report_per_benchmark_and_one_summary(setup, tmp_pat
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    # Legibility is what the user did not ask for in a suite: not measured, and the log says so.
+    assert "legibility not measured in a suite" in done.stdout + done.stderr
     for name in MATH:
         report = json.loads((out / name / "report.json").read_text())
         assert report["dataset"] == name and report["n_total"] == 2 and report["legibility"]["ablation"] == {}
+        assert report["legibility"]["measured"] is False and "decode_top1" not in report["legibility"]
+        assert "legibility: not measured" in (out / name / "report.md").read_text()
+        rows = [json.loads(line) for line in (out / name / "samples.jsonl").read_text().splitlines()]
+        assert all(r["decoded_thoughts"] is None and r["generated"] is not None for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["benchmarks"]) == MATH and summary["method"] == "coconut" and summary["stage"] == 1
     # Every benchmark gets the stage's thoughts, with or without reference steps (gsm8k has one here).

@@ -12,6 +12,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from transformers.models.mistral.modeling_mistral import MistralRMSNorm
 from transformers.pytorch_utils import Conv1D
 
+from coconut.core import thought_band
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_band import deferred_weight_grads
 from coconut.data.collate import collate_training
@@ -50,9 +51,11 @@ def mean_loss(logits, batch):
     return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
-def check_training_step_is_exact(lm, rows=ROWS):
+def check_training_step_is_exact(lm, rows=ROWS, column_pass=True):
     lm = lm.double().eval()  # dropout off; gradients still flow
     model = ContinuousThoughtLM(lm, LATENT)
+    if not column_pass:  # the band's columns through the decoder's own forward
+        model._columns = None
     batch = collate_training(rows, rows, LATENT, PAD)
     out = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"])
     mean_loss(out.logits, batch).backward()
@@ -65,8 +68,9 @@ def check_training_step_is_exact(lm, rows=ROWS):
         torch.testing.assert_close(batched[name], grad, atol=1e-12, rtol=1e-10, msg=name)
 
 
-def test_training_step_equals_step_by_step_in_float64(family):
-    check_training_step_is_exact(tiny_lm(family))
+@pytest.mark.parametrize("column_pass", [True, False], ids=["column pass", "decoder forward"])
+def test_training_step_equals_step_by_step_in_float64(family, column_pass):
+    check_training_step_is_exact(tiny_lm(family), column_pass=column_pass)
 
 
 def test_a_sliding_window_cache_takes_the_concatenating_path_logged_and_exact(caplog):
@@ -170,3 +174,52 @@ def test_an_error_in_a_band_call_leaves_the_layers_as_they_were(family):
     handle.remove()
     assert not [name for name, m in lm.named_modules() if "forward" in vars(m)]
     check_training_step_is_exact(lm)
+
+
+def test_the_question_pass_computes_each_weight_gradient_once(family, monkeypatch):
+    """The band's and the rest's records are added to the question pass's own product: one product
+    per deferred layer per backward, none left for the gate."""
+    lm = tiny_lm(family).double().eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    products = []
+    own = thought_band.DeferredWeightGrads.own_gradients
+
+    def counted(self, layer_id, x, grad):
+        products.append(layer_id)
+        return own(self, layer_id, x, grad)
+
+    monkeypatch.setattr(thought_band.DeferredWeightGrads, "own_gradients", counted)
+    loss = mean_loss(model(batch["input_ids"], batch["attention_mask"], batch["position_ids"]).logits, batch)
+    loss.backward()
+    layers = deferred_weight_grads(lm.base_model).layers
+    assert sorted(products) == sorted(id(layer) for layer in layers)
+
+
+@pytest.mark.skipif(thought_band._LINEAR_POINTWISE is None, reason="torch built without oneDNN")
+def test_skinny_band_products_through_onednn_equal_step_by_step_in_float32(family, monkeypatch):
+    """The band's forward and input-gradient products go through oneDNN for large weights (forced
+    here for every weight); the step keeps its float32 agreement with the definition."""
+    calls = []
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return linear_pointwise(*args)
+
+    linear_pointwise = thought_band._LINEAR_POINTWISE
+    monkeypatch.setattr(thought_band, "_LINEAR_POINTWISE", counted)
+    monkeypatch.setattr(thought_band, "SKINNY_MIN_WEIGHT", 0)
+    lm = tiny_lm(family).eval()
+    model = ContinuousThoughtLM(lm, LATENT)
+    calls.clear()  # the probe's
+    batch = collate_training(ROWS, ROWS, LATENT, PAD)
+    out = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"])
+    mean_loss(out.logits, batch).backward()
+    batched = {n: p.grad.clone() for n, p in lm.named_parameters()}
+    expected, logits = loss_and_gradients_step_by_step(lm, ROWS)
+    assert calls and all(shape[0] == len(ROWS) for shape in calls)  # band columns only (5 rows)
+    for row, ids in enumerate(ROWS):
+        start = int(batch["attention_mask"][row].argmax())
+        torch.testing.assert_close(out.logits[row, start : start + len(ids)], logits[row], atol=1e-5, rtol=1e-5)
+    for name, grad in expected.items():
+        torch.testing.assert_close(batched[name], grad, atol=1e-5, rtol=1e-4, msg=name)

@@ -176,6 +176,9 @@ def validate_eval_config(cfg) -> None:
     device = _get(cfg, "device")
     if device is not None and device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         problems.append(f"device must be auto, cpu or cuda, got {device!r}")
+    measure = _get(cfg, "legibility.measure")
+    if measure is not None and not isinstance(measure, bool):
+        problems.append(f"legibility.measure must be true, false or null (a suite: false), got {measure!r}")
     if problems:
         raise ConfigError(f"invalid configuration: {'; '.join(problems)}. Fix: give these keys valid values")
     if device is not None and str(device).startswith("cuda"):

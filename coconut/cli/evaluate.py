@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -121,8 +122,28 @@ def left_out_of(data_cfg: DictConfig, split: str) -> Counter:
     return left_out
 
 
-def run_evaluation(cfg: DictConfig) -> dict:
-    """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
+@dataclass
+class Questions:
+    """What an evaluation answers, from `prepare_questions`: the loaded checkpoint, the split's
+    answerable records and their prompt batches, and what the report says about them."""
+
+    loaded: object  # coconut.cli.checkpoints.Loaded: model, tokenizer, method, curriculum, stage, ...
+    ckpt_path: str
+    data_cfg: DictConfig
+    split: str
+    records: list
+    skipped: Counter  # reason -> count of the split's questions not answered
+    loader: object  # prompt batches (torch DataLoader), the thoughts of the stage or n_thoughts
+    ids: object  # the special token ids
+    max_new_tokens: int
+    read: str
+    cpu_threads: object  # the thread governor of a CPU run
+    output_dir: Path
+
+
+def prepare_questions(cfg: DictConfig) -> Questions:
+    """Checks `cfg`, loads `cfg.ckpt_path` onto its device and builds the prompt batches of its split,
+    the answerable questions only (the others counted in `skipped`)."""
     validate_eval_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if holds_an_evaluation(output_dir) or holds_a_run(output_dir):  # before anything is written there
@@ -134,7 +155,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     cpu_threads = apply_cpu_threads(cfg.get("cpu_threads"), device=device)  # fewer while other processes use them
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
-    sampling = SamplingConfig(**cfg.get("generation", {}))
+    SamplingConfig(**cfg.get("generation", {}))  # its checks, before the model loads
     # Any kind of checkpoint (coconut/cli/checkpoints.py): its model, tokenizer and prompt rule.
     loaded = load_any(ckpt_path, cfg)
     model, tokenizer, method, curriculum, trained = (
@@ -199,6 +220,25 @@ def run_evaluation(cfg: DictConfig) -> dict:
         batch_size=cfg.batch_size,
         n_thoughts=n_thoughts,
     )
+    return Questions(
+        loaded, ckpt_path, data_cfg, split, records, skipped, loader, ids, max_new_tokens, read, cpu_threads, output_dir
+    )
+
+
+def run_evaluation(cfg: DictConfig) -> dict:
+    """Evaluates `cfg.ckpt_path` on one split; writes the report into `cfg.paths.output_dir`."""
+    questions = prepare_questions(cfg)
+    loaded, ckpt_path, data_cfg, split = questions.loaded, questions.ckpt_path, questions.data_cfg, questions.split
+    model, tokenizer, method, curriculum = loaded.model, loaded.tokenizer, loaded.method, loaded.curriculum
+    records, loader, skipped, output_dir = questions.records, questions.loader, questions.skipped, questions.output_dir
+    stage, n_thoughts, trained, ids = loaded.stage, loaded.n_thoughts, loaded.trained, questions.ids
+    max_new_tokens, read, cpu_threads = questions.max_new_tokens, questions.read, questions.cpu_threads
+    sampling = SamplingConfig(**cfg.get("generation", {}))
+
+    measure = cfg.legibility.get("measure")
+    measure = True if measure is None else bool(measure)  # (a suite sets false when left null)
+    if not measure:
+        log.info("legibility not measured (legibility.measure=false): accuracy, tokens and speed only")
     log.info(
         f"evaluating {ckpt_path} ({method.name}, stage {stage}, "
         f"{'n_thoughts=' + str(n_thoughts) if n_thoughts is not None else 'thoughts of the stage'}) "
@@ -216,6 +256,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
         max_new_tokens=max_new_tokens,
         thought_ids=(ids.latent, ids.pause),
         ablations=list(cfg.legibility.ablations),
+        legibility=measure,
         intervention=cfg.legibility.get("intervention", True),
         probe_folds=cfg.legibility.probe_folds,
         reference_legibility=reference_legibility(cfg.legibility.reference) if cfg.legibility.reference else None,
@@ -251,13 +292,13 @@ def run_evaluation(cfg: DictConfig) -> dict:
     )
     write_evaluation(output_dir, evaluation)
     report = evaluation.report
-    loss = report["legibility"]["loss"]
+    loss = report["legibility"].get("loss")
     log.info(
         f"accuracy {report['accuracy']:.4f} on all {report['n_total']} questions ({report['accuracy_answered']:.4f} "
         f"on the {report['n']} answered, {report['n_skipped']} skipped) | "
         f"{report['tokens']['generated_mean']:.1f} tokens + "
         f"{report['tokens']['thoughts_mean']:.1f} thoughts per answer | legibility loss "
-        f"{'n/a' if loss is None else format(loss, '.3f')} | written to {output_dir}"
+        f"{'not measured' if not measure else 'n/a' if loss is None else format(loss, '.3f')} | written to {output_dir}"
     )
     log.info(thoughts_verdict(report))
     return report

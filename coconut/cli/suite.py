@@ -69,6 +69,14 @@ def run_suite(cfg: DictConfig) -> dict:
         raise ConfigError("benchmarks=[] names no benchmark; e.g. benchmarks=[gsm8k,svamp] or suite=math")
     if cfg.get("data"):
         raise ConfigError("give benchmarks=[...] or data=<name>, not both")
+    if cfg.legibility.get("measure") is None:  # the user asked for accuracy across benchmarks
+        log.info(
+            "legibility not measured in a suite, which reports accuracy, tokens and speed (legibility.measure=true "
+            "adds decode, probe, frontier, causal legibility and the ablations: more generation passes per benchmark)"
+        )
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.legibility.measure = False
     configs = {name: benchmark_config(cfg, name) for name in names}
     check_prepared(configs, cfg.split)
     reports = {}

@@ -14,7 +14,10 @@ the batch's latent positions lie in a band of columns [lo, hi] (the collator ali
   3. one cached pass over the rest [hi, T), column hi's input made as in 2.
 So the extra cost over a plain forward is (hi - lo) small calls, not a per-position Python loop
 over the batch. In training, thought_band.py keeps those calls cheap: a KV cache filled in
-place instead of copied per column, and the band's weight gradients computed once, not per column.
+place instead of copied per column, every pass's weight gradients computed in one product per
+weight, and the band's skinny products through a kernel that shares them out over threads;
+band_columns.py runs a column through GPT-2's or Llama's layers without the decoder's per-call
+set-up (for Llama in training, one autograd node a column: llama_column.py).
 This module has no Lightning or Hydra in it.
 """
 
@@ -29,6 +32,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
+from coconut.core.band_columns import column_pass
 from coconut.core.decoder_probe import cache_keyword, probe_decoder
 from coconut.core.thought_band import buffered_cache, deferred_weight_grads
 
@@ -126,6 +130,8 @@ class ContinuousThoughtLM(nn.Module):
         # be told from its signature); raises for a model this forward cannot reproduce.
         self._takes_position_ids = probe_decoder(lm, lm_logits)
         self._cache_keyword = cache_keyword(self.decoder)
+        # The band's columns without the decoder's per-call set-up, where that is exact (band_columns.py).
+        self._columns = column_pass(lm, self._decode)
         # Norms (B, n_band) of the thoughts fed by the last `run`, NaN where a band column held no
         # latent; None when it had no thoughts. Detached and never read here: diagnostics read it at
         # logging steps only, so the training step gains no host sync.
@@ -187,15 +193,20 @@ class ContinuousThoughtLM(nn.Module):
                 "a <|latent|> token cannot start a (continued) sequence: its thought is the hidden state "
                 "of the position before it"
             )
+        # In training, every pass's linear layers leave their weight gradients to one product per
+        # weight, which the prefix pass's backward (autograd's last) computes (thought_band.py).
+        band_grads = deferred_weight_grads(self.decoder)
+        if band_grads is not None:
+            embeds = band_grads.gate(embeds)
         # One split of the embeddings into the prefix, each band column and the rest: its backward is
         # one cat, where a slice per piece would each write a gradient the size of the whole sequence.
         prefix, *columns, tail = embeds.split([lo] + [1] * (hi + 1 - lo) + [embeds.shape[1] - hi - 1], dim=1)
-        chunks = [self._decode(prefix, attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
+        with band_grads.question_pass() if band_grads else nullcontext():
+            chunks = [self._decode(prefix, attention_mask[:, : past + lo], position_ids[:, :lo], cache)]
         previous = chunks[-1][:, -1:]  # (B, 1, D)
-        # In training, the band's linear layers leave their weight gradients to one product per weight.
-        band_grads = deferred_weight_grads(self.decoder)
-        if band_grads is not None:
-            previous = band_grads.gate(previous)
+        column_pass = None
+        if self._columns is not None and hi > lo and self._columns.applies():
+            column_pass = self._columns.prepare(attention_mask, position_ids[:, lo:hi], past, lo, band_grads)
         norms = []
         for t, column in zip(range(lo, hi + 1), columns):
             thought = self.thought_projection(previous)  # (B, 1, D)
@@ -205,14 +216,17 @@ class ContinuousThoughtLM(nn.Module):
             step_input = torch.where(is_latent[:, t, None, None], thought, column)
             if t == hi:  # nothing in the band reads its output: it joins the pass over the rest
                 break
-            with band_grads or nullcontext():
-                previous = self._decode(
-                    step_input, attention_mask[:, : past + t + 1], position_ids[:, t : t + 1], cache
-                )
+            with band_grads.column_pass() if band_grads else nullcontext():
+                if column_pass is not None:
+                    previous = column_pass(step_input, t, cache)
+                else:
+                    mask, positions = attention_mask[:, : past + t + 1], position_ids[:, t : t + 1]
+                    previous = self._decode(step_input, mask, positions, cache)
             chunks.append(previous)
         self.last_thought_norms = torch.cat(norms, 1).masked_fill(~is_latent[:, lo : hi + 1], float("nan"))
         rest = torch.cat([step_input, tail], 1)  # columns hi..T-1
-        chunks.append(self._decode(rest, attention_mask, position_ids[:, hi:], cache))
+        with band_grads.rest_pass() if band_grads else nullcontext():
+            chunks.append(self._decode(rest, attention_mask, position_ids[:, hi:], cache))
         return torch.cat(chunks, dim=1), cache
 
     def forward(

@@ -60,10 +60,12 @@ def answer_batch(
     max_new_tokens: int,
     thought_ids: Sequence[int],
     thought_hook: ThoughtHook | None = None,
+    record_thoughts: bool = True,
 ) -> list[Answer]:
-    """Generates answers for one prompt batch; without `thought_hook`, records the thoughts fed."""
+    """Generates answers for one prompt batch; without `thought_hook` and with `record_thoughts`,
+    records the thoughts fed (what legibility and the ablations read)."""
     recorder = None
-    if thought_hook is None:
+    if thought_hook is None and record_thoughts:
         recorder = ThoughtRecorder(batch["input_ids"], model.latent_token_id, projection=model.thought_projection)
     try:
         out = generate(
@@ -360,6 +362,7 @@ def evaluate(
     skipped: Mapping[str, int] | None = None,
     intervention: bool = True,
     read: str = "lm_head",
+    legibility: bool = True,
 ) -> Evaluation:
     """Answers every prompt of `loader`, then measures legibility and, per ablation, the accuracy
     with the thoughts replaced. `reference_legibility` maps a question to the legibility of a CoT
@@ -368,14 +371,16 @@ def evaluate(
     an answer that cannot be scored): `accuracy` counts them as wrong (over `n_total`),
     `accuracy_answered` leaves them out (over `n`); the ablations compare with the second.
     `intervention`: also the causal legibility (`causal*`: a pass per replaced step index).
-    `read`: how the decode and frontier metrics read a thought (`thought_reading`)."""
+    `read`: how the decode and frontier metrics read a thought (`thought_reading`).
+    `legibility`: False leaves out every legibility measurement (decode, probe, reasoning, loss,
+    frontier, causal, the ablations) and the thoughts' per-question rows."""
     check_read(read, model.thought_projection)  # before any generation
     unknown = set(ablations) - set(ABLATIONS)
     if unknown:
         raise ValueError(f"unknown ablations {sorted(unknown)}; choose from {list(ABLATIONS)}")
     model.eval()
     options = {"answer_kind": answer_kind, "max_new_tokens": max_new_tokens, "thought_ids": thought_ids}
-    answers, seconds = answer_all(model, tokenizer, loader, records, **options)
+    answers, seconds = answer_all(model, tokenizer, loader, records, record_thoughts=legibility, **options)
     n = len(answers)
     if n == 0:
         raise ValueError("nothing to evaluate: the split has no records")
@@ -383,25 +388,30 @@ def evaluate(
     skipped = {reason: count for reason, count in (skipped or {}).items() if count}
     n_skipped = sum(skipped.values())
     accuracy, accuracy_answered = correct / (n + n_skipped), correct / n
-    thought_tokens = [read_thoughts(model, tokenizer, a, read=read) for a in answers]
-    questions = reasoning_of(answers, records, thought_tokens, method=method, curriculum=curriculum, stage=stage)
-    reference = None
-    if reference_legibility is not None:
-        reference = [reference_legibility.get(records[a.index].question) for a in answers]
-    block, per_question = legibility_block(
-        questions, answers, leg.key_tokens_for(tokenizer), probe_folds=probe_folds, reference=reference
-    )
-    block["loss_reference"] = "cot_model" if reference is not None else "reference_steps"
-    block["read"] = read
-    frontier, frontier_rows = graph_frontiers(model, tokenizer, answers, records, questions, read=read)
-    block.update(frontier)
+    if legibility:
+        thought_tokens = [read_thoughts(model, tokenizer, a, read=read) for a in answers]
+        questions = reasoning_of(answers, records, thought_tokens, method=method, curriculum=curriculum, stage=stage)
+        reference = None
+        if reference_legibility is not None:
+            reference = [reference_legibility.get(records[a.index].question) for a in answers]
+        block, per_question = legibility_block(
+            questions, answers, leg.key_tokens_for(tokenizer), probe_folds=probe_folds, reference=reference
+        )
+        block["loss_reference"] = "cot_model" if reference is not None else "reference_steps"
+        block["read"] = read
+        frontier, frontier_rows = graph_frontiers(model, tokenizer, answers, records, questions, read=read)
+        block.update(frontier)
+    else:  # legibility.measure=false (a suite's default): accuracy, tokens and time only
+        block, frontier = {}, {}
+        thought_tokens = per_question = frontier_rows = questions = [None] * n
+    block["measured"] = legibility
     block["ablation"], block["ablation_drop"] = {}, {}
     for name, make_hook in ablation_hooks(answers, model.latent_token_id).items():
-        if name in ablations:
+        if name in ablations and legibility:
             ablated, _ = answer_all(model, tokenizer, loader, records, make_hook=make_hook, **options)
             block["ablation"][name] = sum(a.correct for a in ablated) / n
             block["ablation_drop"][name] = accuracy_answered - block["ablation"][name]
-    if intervention:
+    if intervention and legibility:
         block.update(causal_legibility(model, tokenizer, loader, records, answers, questions, **options))
     report = {
         "accuracy": accuracy,  # over every question of the split: a skipped one counts as wrong
@@ -432,8 +442,8 @@ def evaluate(
                 "generated": answer.text,
                 "prediction": answer.prediction,
                 "correct": answer.correct,
-                "steps_replaced": question.steps_replaced,
-                "written_steps": question.written,
+                "steps_replaced": question.steps_replaced if question else None,
+                "written_steps": question.written if question else None,
                 "decoded_thoughts": tokens,
                 "legibility": legible,
                 **(

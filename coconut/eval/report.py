@@ -34,6 +34,8 @@ def thoughts_verdict(report: dict) -> str:
     drops = report.get("legibility", {}).get("ablation_drop") or {}
     if not thoughts:
         return "thoughts carried the answer: no thoughts at this stage (nothing to carry it)"
+    if report.get("legibility", {}).get("measured") is False:
+        return "thoughts carried the answer: not measured (legibility.measure=false; true measures it)"
     if "other" not in drops:
         return "thoughts carried the answer: not measured (run with legibility.ablations including other)"
     drop = drops["other"]
@@ -89,6 +91,8 @@ def markdown(report: dict) -> str:
     hidden = ("config", "stage", "n_thoughts", "thoughts_per_question", "skipped")
     for key, value in flatten({k: v for k, v in report.items() if k not in hidden}).items():
         lines.append(f"| {key} | {cell(value)} |")
+    if report.get("legibility", {}).get("measured") is False:
+        lines += ["", "legibility: not measured (legibility.measure=false, the default in a suite)"]
     missing = [k for k, v in report.get("legibility", {}).items() if v is None]
     if missing:
         names = ", ".join("legibility." + m for m in missing)
