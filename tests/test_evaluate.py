@@ -143,7 +143,7 @@ def test_cli_sweeps_thought_counts_and_rejects_a_missing_checkpoint(trained, tmp
     assert "no such file" in missing.stderr + missing.stdout and "Traceback" not in missing.stderr
 
 
-def test_latest_is_the_newest_training_runs_last_checkpoint(trained, tmp_path, monkeypatch):
+def test_latest_and_best_are_the_newest_training_runs_checkpoints(trained, tmp_path, monkeypatch):
     import coconut.cli.evaluate as evaluate_module
 
     monkeypatch.setattr(evaluate_module, "TRAIN_RUNS", tmp_path / "runs")
@@ -154,6 +154,14 @@ def test_latest_is_the_newest_training_runs_last_checkpoint(trained, tmp_path, m
         shutil.copy(trained / "checkpoints" / "last.ckpt", tmp_path / "runs" / name / "checkpoints" / "last.ckpt")
     assert evaluate_module.resolve_checkpoint("latest") == str(
         tmp_path / "runs" / "newer" / "checkpoints" / "last.ckpt"
+    )
+    # best: the newest run's best checkpoint of its last stage, stage 10 after stage 9 (not by name).
+    with pytest.raises(evaluate_module.ConfigError, match="holds no stage"):
+        evaluate_module.resolve_checkpoint("best")
+    for stage in (0, 9, 10):
+        (tmp_path / "runs" / "newer" / "checkpoints" / f"stage{stage}-best.ckpt").write_bytes(b"")
+    assert evaluate_module.resolve_checkpoint("best") == str(
+        tmp_path / "runs" / "newer" / "checkpoints" / "stage10-best.ckpt"
     )
 
 

@@ -59,13 +59,24 @@ PUBLISHED_NAMES = {name for b in BENCHMARKS.values() if b.eval_only for names in
 
 
 def resolve_checkpoint(path: str) -> str:
-    """`latest`: the last.ckpt of the newest training run under outputs/train/runs/."""
-    if path != "latest":
+    """`latest`: the last.ckpt of the newest training run under outputs/train/runs/. `best`: that run's
+    best-validation checkpoint of its last stage (the stage{k}-best.ckpt of the highest k), so that
+    what is evaluated does not depend on which epoch of the stage happened to come last."""
+    if path not in ("latest", "best"):
         return path
-    candidates = sorted(TRAIN_RUNS.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise ConfigError(f"ckpt_path=latest: no {TRAIN_RUNS}/*/checkpoints/last.ckpt here; give a checkpoint path")
-    return str(candidates[-1])
+    lasts = sorted(TRAIN_RUNS.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not lasts:
+        raise ConfigError(f"ckpt_path={path}: no {TRAIN_RUNS}/*/checkpoints/last.ckpt here; give a checkpoint path")
+    if path == "latest":
+        return str(lasts[-1])
+    folder = lasts[-1].parent
+    stages = sorted(folder.glob("stage*-best.ckpt"), key=lambda p: int(p.name.removeprefix("stage").split("-")[0]))
+    if not stages:
+        raise ConfigError(
+            f"ckpt_path=best: the newest run's {folder} holds no stage{{k}}-best.ckpt (it never validated); "
+            "give ckpt_path=latest or a checkpoint path"
+        )
+    return str(stages[-1])
 
 
 def reference_legibility(folder: str) -> dict[str, float]:
