@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.generated:
         generated, origin = load_records(args.generated, "prosqa"), str(args.generated)
     else:
-        generated, origin = generate_records(args.n, seed=args.seed, encoding="text"), f"generated (seed {args.seed})"
+        generated, origin = generate_records(args.n, seed=args.seed), f"generated (seed {args.seed})"
     differences = compare(generated, published)
     print(
         f"{origin}: {len(generated)} records; published: {len(published)} records "

@@ -7,7 +7,7 @@ import sys
 from collections import deque
 
 import pytest
-from conftest import SHARED_DATA, needs_shared_data, tiny_cfg
+from conftest import ROOT, SHARED_DATA, needs_shared_data, tiny_cfg
 
 from coconut.data.graph import parse_graph
 from coconut.data.prosqa import compact_record, decode_answer, encode_records, generate_prosqa, generate_records
@@ -45,6 +45,19 @@ def test_generated_records_have_the_published_distribution():
         if not d.ok
     ]
     assert not out, "\n".join(out)
+
+
+@needs_shared_data
+def test_the_statistics_script_prints_the_table_and_passes():
+    """scripts/prosqa_stats.py end to end: generated against published, every row within tolerance."""
+    done = subprocess.run(
+        [sys.executable, "scripts/prosqa_stats.py", str(PUBLISHED_VALID), "--n", "2000"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| answer depth (hops root -> answer) |" in done.stdout
 
 
 @needs_shared_data
