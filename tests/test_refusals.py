@@ -320,3 +320,13 @@ def test_one_data_root_for_every_command_from_any_folder(ckpt, tmp_path):
     suite = cli("eval", f"ckpt_path={ckpt}", "benchmarks=[multiarith]", cwd=elsewhere, env=env)
     assert suite.returncode == 2 and "benchmarks=[]" not in suite.stdout + suite.stderr
     assert str(missing) in suite.stdout + suite.stderr
+
+
+def test_generated_prosqa_names_the_command_for_its_published_validation_file(tmp_path):
+    """data=prosqa_generated generates its training records but validates on the published file:
+    where that is missing, the command that writes it."""
+    project = tmp_path / "project"
+    missing = project / "data" / "prosqa" / "valid.json"
+    args = [*TINY, "data=prosqa_generated", f"hydra.run.dir={tmp_path / 'r'}"]
+    line = refused(cli("train", *args, env={"PROJECT_ROOT": str(project)}), str(missing))
+    assert "coconut-data prosqa" in line
