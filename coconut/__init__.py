@@ -7,3 +7,9 @@ Layers, each importing only those before it (tests/test_architecture.py):
     training  LightningModule, datamodule, callbacks, strategies, run records
     cli       coconut-train, coconut-eval and the checks they run first
 """
+
+from pathlib import Path
+
+# The Hydra configs ship inside the package, so that `pip install coconut` (not only an editable
+# install of a checkout) finds them; a user's own configs join through `hydra.searchpath`.
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")

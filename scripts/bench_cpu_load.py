@@ -67,7 +67,7 @@ def child(config: str, workload: str, steps: int, busy: int) -> None:
     elif config == "1 thread":
         torch.set_num_threads(1)
 
-    model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "gpt2_tiny.yaml")
+    model_cfg = OmegaConf.load(ROOT / "coconut" / "conf" / "model" / "gpt2_tiny.yaml")
     architecture = OmegaConf.to_container(model_cfg.architecture)
     vocab = model_cfg.tokenizer_vocab_size + 4  # the trained tokenizer plus the 4 special tokens
     torch.manual_seed(0)

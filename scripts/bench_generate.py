@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def tiny_model_and_prompts(n: int) -> tuple[ContinuousThoughtLM, list[list[int]], int]:
     records = generate_arithmetic(n + 2000, num_steps=4, operand_max=9, result_max=20, seed=0)
-    model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "gpt2_tiny.yaml")
+    model_cfg = OmegaConf.load(ROOT / "coconut" / "conf" / "model" / "gpt2_tiny.yaml")
     texts = (t for r in records for t in (r.question, *r.steps, "### " + r.answer))
     torch.manual_seed(0)
     tokenizer, lm, ids = load_base_model(model_cfg, texts)

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GSM8K_STAGE3 = {"thoughts": 6, "question": (40, 80), "rest": (10, 30)}
 GRAPH_STAGE3 = {"thoughts": 9, "question": (40, 56), "rest": (4, 4)}
 # The graph presets' model: conf/model/llama_tiny.yaml as they train it (tied, graph_stage0.yaml).
-LLAMA_TINY = dict(OmegaConf.load(ROOT / "conf/model/llama_tiny.yaml").architecture, tie_word_embeddings=True)
+LLAMA_TINY = dict(OmegaConf.load(ROOT / "coconut/conf/model/llama_tiny.yaml").architecture, tie_word_embeddings=True)
 
 
 def gpt2(layers: int, width: int, heads: int) -> dict:
@@ -138,7 +138,7 @@ def bench(
     # The same wrapper and loss with no id taken for a thought: the step CoT training takes, so that
     # the ratio is the thought loop's cost alone.
     plain_model = ContinuousThoughtLM(lm, latent_token_id=vocab)
-    optimizer = instantiate(OmegaConf.load(ROOT / "conf/train.yaml").optimizer)(params=lm.parameters())  # as training
+    optimizer = instantiate(OmegaConf.load(ROOT / "coconut/conf/train.yaml").optimizer)(params=lm.parameters())  # as training
     b = make_batch(batch_size, vocab, **sequences)
     ids, mask, pos, labels = (b[k].to(device) for k in ("input_ids", "attention_mask", "position_ids", "labels"))
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: a virtualenv in .venv with a CPU build of torch and coconut (editable,
-# so that the Hydra configs in conf/ are found) plus the test tools. Safe to run again.
+# so that edits to the checkout take effect without a reinstall) plus the test tools. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv

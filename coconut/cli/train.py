@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from coconut import CONFIG_DIR
 from coconut.cli.checks import check_accelerator, check_thoughts_fit, checked_command, validate_config
 from coconut.cli.checks import check_prepared as check_files_prepared
 from coconut.core.base_model import load_base_model, max_positions, save_tokenizer
@@ -48,7 +49,6 @@ from coconut.training.runs import read_run, recorded, resume_point, run_config
 from coconut.training.strategies import build_strategy
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
 
 
 def build_curriculum(cfg: DictConfig) -> Curriculum:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.request import urlopen
 
+from coconut import CONFIG_DIR
 from coconut.core.errors import DISK_FULL, OutputError, UserInputError, writable_folder
 from coconut.data.records import DataError, Record, parse_record
 from coconut.data.sources import read_converted, write_records
@@ -44,8 +45,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def project_root() -> Path:
-    """`$PROJECT_ROOT` if set, else the project's own folder; absolute, whatever the current folder."""
-    return Path(os.environ.get("PROJECT_ROOT") or ROOT).absolute()
+    """`$PROJECT_ROOT` if set; else the checkout the package runs from (an editable install), so that
+    data and outputs land in one place whatever the current folder; else (a wheel installed in
+    site-packages) the current folder. Absolute."""
+    if os.environ.get("PROJECT_ROOT"):
+        return Path(os.environ["PROJECT_ROOT"]).absolute()
+    return ROOT if (ROOT / "pyproject.toml").is_file() else Path.cwd().absolute()
 
 
 def data_root() -> Path:
@@ -344,7 +349,7 @@ def generate(name: str, sizes: dict[str, int] | None, seed: int, digits: int) ->
 
     from coconut.data.splits import load_splits
 
-    data_cfg = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")
+    data_cfg = OmegaConf.load(Path(CONFIG_DIR) / "data" / f"{name}.yaml")
     data_cfg.seed = seed
     if sizes is not None:
         data_cfg.sizes = {"train": sizes["train"], "val": sizes["valid"], "test": sizes["test"]}
