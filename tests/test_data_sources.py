@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from coconut.data.records import DataError, Record, parse_record
-from coconut.data.sources import load_records, records_to_dataset, write_records
+from coconut.data.sources import load_records, write_records
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(
@@ -93,13 +93,6 @@ def test_write_then_load_round_trips(tmp_path):
     assert load_records(jsonl) == records
     jsonl.write_text("\ufeff" + jsonl.read_text())  # a byte-order mark is not part of the data
     assert load_records(jsonl) == records
-
-
-def test_records_to_dataset_has_the_three_columns():
-    dataset = records_to_dataset([Record("q", ("a", "b"), "1"), Record("r", (), "2")])
-    assert dataset.column_names == ["question", "steps", "answer"]
-    assert dataset[0] == {"question": "q", "steps": ["a", "b"], "answer": "1"}
-    assert dataset[1]["steps"] == []
 
 
 def test_record_takes_a_list_of_steps_and_stays_hashable():

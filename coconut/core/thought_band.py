@@ -50,8 +50,18 @@ from functools import partial
 import torch
 from torch import nn
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 from transformers.pytorch_utils import Conv1D
+
+try:  # a transformers internal (docs/architecture.md, "Library internals"): the per-layer cache
+    from transformers.cache_utils import DynamicLayer
+except ImportError as error:  # transformers 4.x keeps the cache as lists of tensors
+    import transformers
+
+    raise ImportError(
+        f"coconut needs transformers >= 5.4 (pyproject.toml), found {transformers.__version__}: "
+        "its per-layer cache (transformers.cache_utils.DynamicLayer) is missing. "
+        "Fix: pip install 'transformers>=5.4'"
+    ) from error
 
 log = logging.getLogger(__name__)
 

@@ -253,19 +253,3 @@ def write_records(records: Iterable[Record], path: str | os.PathLike) -> None:
     with path.open("w", encoding="utf-8") as f:
         json.dump([r.to_dict() for r in records], f, indent=1, ensure_ascii=False)
         f.write("\n")
-
-
-def records_to_dataset(records: Iterable[Record]):
-    """Records -> `datasets.Dataset` with columns question, steps, answer (typed, so that an
-    empty list or all-empty steps still get string columns)."""
-    # Imported here: `datasets` is slow to import and only this function needs it.
-    import datasets
-
-    features = datasets.Features(
-        {
-            "question": datasets.Value("string"),
-            "steps": datasets.Sequence(datasets.Value("string")),
-            "answer": datasets.Value("string"),
-        }
-    )
-    return datasets.Dataset.from_list([r.to_dict() for r in records], features=features)
