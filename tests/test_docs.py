@@ -65,3 +65,56 @@ def test_the_checks_catch_a_stale_page(tmp_path):
     assert set(MODULE_PATH.findall(page.read_text())) == {"coconut/model.py", "coconut/core/model.py"}
     assert LAYER_PATH.findall(page.read_text()) == ["data/x.py"]
     assert not (ROOT / "coconut/model.py").exists()
+
+
+# The README is a guide and docs/results.md opens with a summary: both stay short enough to read.
+README_MAX_LINES = 160
+SUMMARY_MAX_LINES = 40
+# A commit hash: a 7-40 character hex word with at least one digit and one letter a-f. History
+# belongs to git, not to the README, the docs or the config comments; a URL may name a commit.
+COMMIT_HASH = re.compile(r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b")
+URL = re.compile(r"[a-z]+://\S+")
+CONFIGS = sorted((ROOT / "coconut" / "conf").rglob("*.yaml"))
+
+
+def summary_lines(text: str) -> list[str]:
+    """The lines of a page before its second `## ` heading (headings inside code fences do not count)."""
+    lines, seen, fenced = text.splitlines(), 0, False
+    for i, line in enumerate(lines):
+        fenced ^= line.startswith("```")
+        if not fenced and line.startswith("## "):
+            seen += 1
+            if seen == 2:
+                return lines[:i]
+    return lines
+
+
+def commit_hashes(text: str) -> list[str]:
+    return COMMIT_HASH.findall(URL.sub("", text))
+
+
+def test_the_readme_is_at_most_160_lines():
+    n = len((ROOT / "README.md").read_text().splitlines())
+    assert n <= README_MAX_LINES, f"README.md has {n} lines; move detail into docs/ (at most {README_MAX_LINES})"
+
+
+def test_the_results_summary_is_at_most_40_lines():
+    summary = summary_lines((ROOT / "docs" / "results.md").read_text())
+    assert len(summary) <= SUMMARY_MAX_LINES, (
+        f"docs/results.md's summary (before its second '## ' heading) has {len(summary)} lines, "
+        f"at most {SUMMARY_MAX_LINES}"
+    )
+
+
+@pytest.mark.parametrize("page", PAGES + CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_commit_hashes(page):
+    found = commit_hashes(page.read_text())
+    assert not found, f"{page.relative_to(ROOT)} names commits {found}: history belongs to git"
+
+
+def test_the_hash_check_sees_a_hash_and_spares_urls_and_words():
+    text = "since 15c74b3, see https://github.com/o/r/tree/f0145b86; 1e-3 decade deadbeef 2500000 fe1a624."
+    assert commit_hashes(text) == ["15c74b3", "fe1a624"]
+    page = "## A\ntext\n```\n## not a heading\n```\n## B\nmore\n"
+    assert summary_lines(page) == ["## A", "text", "```", "## not a heading", "```"]
+
