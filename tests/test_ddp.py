@@ -92,3 +92,17 @@ def test_decoder_blocks_of_a_model_that_names_none_is_a_config_error():
 
     with pytest.raises(ConfigError, match="auto_wrap_policy"):
         decoder_block_classes(torch.nn.Linear(2, 2))
+
+
+def test_an_auto_wrap_policy_of_class_paths_imports_them_or_names_the_bad_one():
+    from coconut.core.errors import ConfigError
+
+    lm = tiny_lm("gpt2")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        path = "transformers.models.gpt2.modeling_gpt2.GPT2Block"
+        cfg = compose(config_name="train", overrides=["trainer=fsdp", f"trainer.strategy.auto_wrap_policy=[{path}]"])
+        strategy = build_strategy(cfg.trainer, lm)
+        assert {c.__name__ for c in strategy.kwargs["auto_wrap_policy"]._module_classes} == {"GPT2Block"}
+        cfg = compose(config_name="train", overrides=["trainer=fsdp", "trainer.strategy.auto_wrap_policy=[nope.Block]"])
+    with pytest.raises(ConfigError, match="cannot import 'nope.Block'"):
+        build_strategy(cfg.trainer, lm)

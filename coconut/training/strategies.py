@@ -6,7 +6,7 @@ Every other strategy (`ddp`, `auto`, a plain string) is left to `instantiate(cfg
 
 from __future__ import annotations
 
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -47,10 +47,9 @@ def build_strategy(trainer_cfg: DictConfig, lm: nn.Module):
 
 
 def _import(path: str) -> type:
-    module, _, name = path.rpartition(".")
     try:
-        return getattr(__import__(module, fromlist=[name]), name)
-    except (ImportError, AttributeError, ValueError):
+        return get_class(path)
+    except Exception:  # Hydra raises ImportError, ValueError or its own errors, by Hydra version
         raise ConfigError(
             f"trainer.strategy.auto_wrap_policy: cannot import {path!r}; give full class paths such as "
             "transformers.models.gpt2.modeling_gpt2.GPT2Block"
