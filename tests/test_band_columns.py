@@ -38,6 +38,26 @@ def test_a_column_pass_that_differs_from_the_decoder_is_not_used(monkeypatch, ca
     assert "band columns through the decoder's own forward" in caplog.text
 
 
+def test_a_library_internal_the_column_pass_reads_going_missing_sends_the_band_through_the_decoder(
+    monkeypatch, caplog, family
+):
+    """A transformers release that renames what the pass reads (here: attention's `scaling`) gets the
+    decoder's own forward, not an AttributeError in the middle of training."""
+    kind = band_columns.GPT2Columns if family == "gpt2" else band_columns.LlamaColumns
+
+    def renamed(self, *args, **kwargs):
+        def column(hidden, t, cache):
+            raise AttributeError("'Attention' object has no attribute 'scaling'")
+
+        return column
+
+    monkeypatch.setattr(kind, "prepare", renamed)
+    with caplog.at_level(logging.INFO):
+        model = ContinuousThoughtLM(tiny_lm(family), LATENT)
+    assert model._columns is None
+    assert "has no attribute 'scaling'" in caplog.text
+
+
 def test_a_hook_on_a_decoder_layer_sends_the_band_through_the_decoder(family):
     lm = tiny_lm(family).eval()
     model = ContinuousThoughtLM(lm, LATENT)
