@@ -48,6 +48,7 @@ from coconut.eval.report import About, thoughts_verdict, write_evaluation
 from coconut.eval.sampling import SamplingConfig, add_sampling
 from coconut.eval.suite import thoughts_used
 from coconut.training.datamodule import prompt_loader
+from coconut.training.predict import lightning_answerer, predict_trainer
 from coconut.training.runs import holds_a_run
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,13 @@ def run_evaluation(cfg: DictConfig) -> dict:
         f"{'n_thoughts=' + str(n_thoughts) if n_thoughts is not None else 'thoughts of the stage'}) "
         f"on {len(records)} {data_cfg.name} {split} questions"
     )
+    options = {
+        "answer_kind": data_cfg.answer_kind,
+        "max_new_tokens": max_new_tokens,
+        "thought_ids": (ids.latent, ids.pause),
+    }
+    # trainer.devices > 1: the passes split over processes by Lightning (coconut/training/predict.py).
+    trainer = predict_trainer(cfg.get("trainer"), next(model.parameters()).device.type)
     evaluation = evaluate(
         model,
         tokenizer,
@@ -263,9 +271,8 @@ def run_evaluation(cfg: DictConfig) -> dict:
         method=method,
         curriculum=curriculum,
         stage=stage,
-        answer_kind=data_cfg.answer_kind,
-        max_new_tokens=max_new_tokens,
-        thought_ids=(ids.latent, ids.pause),
+        **options,
+        answerer=lightning_answerer(trainer, model, tokenizer, loader, records, **options) if trainer else None,
         ablations=list(cfg.legibility.ablations),
         legibility=measure,
         intervention=cfg.legibility.get("intervention", True),
@@ -299,6 +306,8 @@ def run_evaluation(cfg: DictConfig) -> dict:
             "train": OmegaConf.to_container(trained, resolve=True) if trained is not None else None,
         },
     )
+    if trainer is not None and trainer.global_rank != 0:  # rank 0 writes the report
+        return evaluation.report.to_dict()
     write_evaluation(output_dir, evaluation)
     result, legibility = evaluation.report.generation, evaluation.report.legibility
     loss = legibility.loss if legibility else None

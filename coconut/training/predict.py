@@ -11,7 +11,7 @@ generation calls are collectives); only rank 0 should write the report.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch.distributed as dist
@@ -110,3 +110,25 @@ def lightning_answerer(
         return gather_answers(local, module.seconds, trainer.world_size)
 
     return answer
+
+
+def predict_trainer(trainer_cfg: Mapping | None, device: str) -> L.Trainer | None:
+    """The Trainer of an evaluation split over `trainer.devices` x `trainer.num_nodes` processes
+    (coconut-eval's `trainer` keys); None for one process, which answers in a plain loop. The
+    accelerator defaults to the one `device` the model was loaded on (cuda -> gpu)."""
+    cfg = dict(trainer_cfg or {})
+    devices, num_nodes = cfg.get("devices", 1), cfg.get("num_nodes", 1)
+    if devices == 1 and num_nodes == 1:
+        return None
+    return L.Trainer(
+        accelerator=cfg.get("accelerator") or ("gpu" if device == "cuda" else "cpu"),
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=cfg.get("strategy") or "ddp",
+        use_distributed_sampler=False,  # lightning_answerer splits the batches itself
+        inference_mode=False,  # the recorded thoughts are read again after predict (legibility, ablations)
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
