@@ -1,9 +1,18 @@
 """Answers -> metrics: accuracy, token efficiency and legibility of one model on one set of prompts.
 
 `answer_batch` is one batch of batched greedy generation through thoughts (shared with validation
-in the LightningModule); `evaluate` runs a whole split, reads the recorded thoughts, reruns the
-prompts with the thoughts ablated and with single steps' thoughts edited (causal legibility,
-coconut/eval/intervention.py), and returns the report and one row per question.
+in the LightningModule). `evaluate` runs the passes over a split:
+
+    generation_pass    every question answered, its thoughts recorded   -> GenerationRecord
+    generation_result  accuracy, tokens, speed                          -> GenerationResult
+    legibility_pass    the recorded thoughts read and probed            -> LegibilityResult
+    frontier_pass      graph questions: the thoughts against the frontier -> FrontierResult
+    ablation_pass      the prompts rerun with the thoughts replaced     -> AblationResult
+    intervention_pass  single steps' thoughts edited (coconut/eval/intervention.py) -> InterventionResult
+
+and returns a `Report` (coconut/eval/report.py) and one row per question. A pass that generates
+calls an `Answerer`: a loop over the prompt batches here, or Lightning over several devices
+(coconut/training/predict.py).
 """
 
 from __future__ import annotations
