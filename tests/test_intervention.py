@@ -129,8 +129,10 @@ def test_causal_legibility_on_a_model_whose_answer_is_a_known_function_of_the_th
         thought_ids=(ids.latent, ids.pause),
         ablations=(),
     ).report
-    assert report["accuracy"] == 1.0  # unedited, both answer right
-    legibility = report["legibility"]
-    assert legibility["causal_edits"] == len(RECORDS)  # one replaced step each, always another digit to say
-    assert legibility["causal_baseline"] == 0.0  # the edit never implies the unedited answer
-    assert legibility["causal"] == legibility["causal_changed"] == (1.0 if reads_thought else 0.0)
+    assert report.generation.accuracy == 1.0  # unedited, both answer right
+    causal = report.intervention
+    assert causal.causal_edits == len(RECORDS)  # one replaced step each, always another digit to say
+    assert causal.causal_baseline == 0.0  # the edit never implies the unedited answer
+    assert causal.causal == causal.causal_changed == (1.0 if reads_thought else 0.0)
+    assert report.ablation is None and report.passes_skipped["ablation"] == "legibility.ablations=[]"
+    assert report.to_dict()["legibility"]["causal"] == causal.causal  # report.json's layout

@@ -44,10 +44,11 @@ from coconut.data.sequences import tokenize_records
 from coconut.data.sources import read_converted
 from coconut.data.splits import load_splits, split_source
 from coconut.eval.evaluator import evaluate
-from coconut.eval.report import thoughts_verdict, write_evaluation
+from coconut.eval.report import About, thoughts_verdict, write_evaluation
 from coconut.eval.sampling import SamplingConfig, add_sampling
 from coconut.eval.suite import thoughts_used
 from coconut.training.datamodule import prompt_loader
+from coconut.training.predict import lightning_answerer, predict_trainer
 from coconut.training.runs import holds_a_run
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,13 @@ def run_evaluation(cfg: DictConfig) -> dict:
         f"{'n_thoughts=' + str(n_thoughts) if n_thoughts is not None else 'thoughts of the stage'}) "
         f"on {len(records)} {data_cfg.name} {split} questions"
     )
+    options = {
+        "answer_kind": data_cfg.answer_kind,
+        "max_new_tokens": max_new_tokens,
+        "thought_ids": (ids.latent, ids.pause),
+    }
+    # trainer.devices > 1: the passes split over processes by Lightning (coconut/training/predict.py).
+    trainer = predict_trainer(cfg.get("trainer"), next(model.parameters()).device.type)
     evaluation = evaluate(
         model,
         tokenizer,
@@ -263,9 +271,8 @@ def run_evaluation(cfg: DictConfig) -> dict:
         method=method,
         curriculum=curriculum,
         stage=stage,
-        answer_kind=data_cfg.answer_kind,
-        max_new_tokens=max_new_tokens,
-        thought_ids=(ids.latent, ids.pause),
+        **options,
+        answerer=lightning_answerer(trainer, model, tokenizer, loader, records, **options) if trainer else None,
         ablations=list(cfg.legibility.ablations),
         legibility=measure,
         intervention=cfg.legibility.get("intervention", True),
@@ -286,31 +293,32 @@ def run_evaluation(cfg: DictConfig) -> dict:
             max_new_tokens=max_new_tokens,
             seed=cfg.seed,
         )
-    evaluation.report.update(
-        {
-            "checkpoint": ckpt_path if loaded.kind in ("hf", "coconut-export") else str(Path(ckpt_path).resolve()),
-            "checkpoint_kind": loaded.kind,
-            "method": method.name,
-            "dataset": data_cfg.name,
-            "split": split,
-            "n_thoughts": n_thoughts,
-            **thoughts_used(method, curriculum, stage, n_thoughts),
-            "config": {
-                "eval": OmegaConf.to_container(cfg, resolve=True),
-                "train": OmegaConf.to_container(trained, resolve=True) if trained is not None else None,
-            },
-        }
+    evaluation.report.about = About(
+        checkpoint=ckpt_path if loaded.kind in ("hf", "coconut-export") else str(Path(ckpt_path).resolve()),
+        checkpoint_kind=loaded.kind,
+        method=method.name,
+        dataset=data_cfg.name,
+        split=split,
+        n_thoughts=n_thoughts,
+        **thoughts_used(method, curriculum, stage, n_thoughts),
+        config={
+            "eval": OmegaConf.to_container(cfg, resolve=True),
+            "train": OmegaConf.to_container(trained, resolve=True) if trained is not None else None,
+        },
     )
+    if trainer is not None and trainer.global_rank != 0:  # rank 0 writes the report
+        return evaluation.report.to_dict()
     write_evaluation(output_dir, evaluation)
-    report = evaluation.report
-    loss = report["legibility"].get("loss")
+    result, legibility = evaluation.report.generation, evaluation.report.legibility
+    loss = legibility.loss if legibility else None
     log.info(
-        f"accuracy {report['accuracy']:.4f} on all {report['n_total']} questions ({report['accuracy_answered']:.4f} "
-        f"on the {report['n']} answered, {report['n_skipped']} skipped) | "
-        f"{report['tokens']['generated_mean']:.1f} tokens + "
-        f"{report['tokens']['thoughts_mean']:.1f} thoughts per answer | legibility loss "
+        f"accuracy {result.accuracy:.4f} on all {result.n_total} questions ({result.accuracy_answered:.4f} "
+        f"on the {result.n} answered, {result.n_skipped} skipped) | "
+        f"{result.tokens.generated_mean:.1f} tokens + "
+        f"{result.tokens.thoughts_mean:.1f} thoughts per answer | legibility loss "
         f"{'not measured' if not measure else 'n/a' if loss is None else format(loss, '.3f')} | written to {output_dir}"
     )
+    report = evaluation.report.to_dict()  # report.json's layout, which the suite and the stage curve read
     log.info(thoughts_verdict(report))
     return report
 

@@ -1,9 +1,18 @@
 """Answers -> metrics: accuracy, token efficiency and legibility of one model on one set of prompts.
 
 `answer_batch` is one batch of batched greedy generation through thoughts (shared with validation
-in the LightningModule); `evaluate` runs a whole split, reads the recorded thoughts, reruns the
-prompts with the thoughts ablated and with single steps' thoughts edited (causal legibility,
-coconut/eval/intervention.py), and returns the report and one row per question.
+in the LightningModule). `evaluate` runs the passes over a split:
+
+    generation_pass    every question answered, its thoughts recorded   -> GenerationRecord
+    generation_result  accuracy, tokens, speed                          -> GenerationResult
+    legibility_pass    the recorded thoughts read and probed            -> LegibilityResult
+    frontier_pass      graph questions: the thoughts against the frontier -> FrontierResult
+    ablation_pass      the prompts rerun with the thoughts replaced     -> AblationResult
+    intervention_pass  single steps' thoughts edited (coconut/eval/intervention.py) -> InterventionResult
+
+and returns a `Report` (coconut/eval/report.py) and one row per question. A pass that generates
+calls an `Answerer`: a loop over the prompt batches here, or Lightning over several devices
+(coconut/training/predict.py).
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch.utils.data import DataLoader
@@ -29,6 +39,17 @@ from coconut.eval import legibility as leg
 from coconut.eval.answers import answers_match, extract_answer
 from coconut.eval.frontier import ThoughtFrontier, frontier_legibility, hops_valid
 from coconut.eval.intervention import causal_block, plan_edits
+from coconut.eval.report import (
+    AblationResult,
+    Evaluation,
+    FrontierResult,
+    GenerationResult,
+    InterventionResult,
+    Latency,
+    LegibilityResult,
+    Report,
+    Tokens,
+)
 from coconut.eval.steps import step_key, written_steps
 from coconut.eval.thought_hooks import ThoughtEdit, ThoughtRecorder, ThoughtReplacement
 
@@ -122,6 +143,32 @@ def answer_all(
         answers += answer_batch(model, tokenizer, batch, records, thought_hook=hook, **kwargs)
         seconds += time.perf_counter() - start
     return answers, seconds
+
+
+class Answerer(Protocol):
+    """One generation pass over every question: `make_hook(batch)` edits the thoughts (None: as the
+    model computes them), `record_thoughts` keeps them. Returns the answers in index order and the
+    seconds generation took. `loader_answerer` runs it in this process; coconut/training/predict.py
+    splits it over devices with Lightning."""
+
+    def __call__(
+        self, make_hook: Callable[[dict], ThoughtHook] | None = None, record_thoughts: bool = False
+    ) -> tuple[list[Answer], float]: ...
+
+
+def loader_answerer(
+    model: ContinuousThoughtLM,
+    tokenizer: PreTrainedTokenizerBase,
+    loader: DataLoader,
+    records: Sequence[Record],
+    **options,
+) -> Answerer:
+    """Every batch of `loader` in this process (`options`: answer_batch's answer_kind, max_new_tokens, thought_ids)."""
+
+    def answer(make_hook=None, record_thoughts=False):
+        return answer_all(model, tokenizer, loader, records, make_hook, record_thoughts=record_thoughts, **options)
+
+    return answer
 
 
 def thought_reading(model: ContinuousThoughtLM, read: str = "lm_head") -> tuple[Callable, Callable]:
@@ -296,14 +343,13 @@ def ablation_hooks(
 def causal_legibility(
     model: ContinuousThoughtLM,
     tokenizer: PreTrainedTokenizerBase,
-    loader: DataLoader,
+    answer: Answerer,
     records: Sequence[Record],
     answers: Sequence[Answer],
     questions: Sequence[leg.QuestionReasoning],
     *,
     answer_kind: str,
     seed: int = 0,
-    **options,
 ) -> dict:
     """The `causal*` block (coconut/eval/intervention.py): each replaced step's thoughts edited to
     another key content, one generation pass per step index."""
@@ -327,7 +373,7 @@ def causal_legibility(
             }
             return ThoughtEdit(batch["input_ids"], model.latent_token_id, rows)
 
-        edited, _ = answer_all(model, tokenizer, loader, records, make_hook=make, answer_kind=answer_kind, **options)
+        edited, _ = answer(make_hook=make)
         return {a.index: a.prediction for a in edited}
 
     return causal_block(
@@ -338,102 +384,136 @@ def causal_legibility(
     )
 
 
+# -- the passes: generation first, then each measurement over its GenerationRecord ----------------
+
+
 @dataclass
-class Evaluation:
-    report: dict  # accuracy, n, tokens, latency, legibility
-    rows: list[dict]  # one per question, for samples.jsonl
+class GenerationRecord:
+    """What the generation pass leaves for the later passes: the evaluated records and the greedy
+    answers in index order, each with the thoughts it was fed (when recorded)."""
+
+    records: Sequence[Record]
+    answers: list[Answer]
+    seconds: float  # generation time
 
 
-def evaluate(
+def generation_pass(answer: Answerer, records: Sequence[Record], *, record_thoughts: bool) -> GenerationRecord:
+    """Every question answered greedily, its thoughts recorded for legibility and the ablations."""
+    answers, seconds = answer(record_thoughts=record_thoughts)
+    if not answers:
+        raise ValueError("nothing to evaluate: the split has no records")
+    return GenerationRecord(records, answers, seconds)
+
+
+def generation_result(generated: GenerationRecord, skipped: Mapping[str, int] | None, stage: int) -> GenerationResult:
+    """Accuracy, tokens and speed. `skipped` counts, by reason, the split's questions that were not
+    answered: `accuracy` counts them as wrong (over `n_total`), `accuracy_answered` leaves them out."""
+    answers, n, seconds = generated.answers, len(generated.answers), generated.seconds
+    correct = sum(a.correct for a in answers)
+    skipped = {reason: count for reason, count in (skipped or {}).items() if count}
+    n_skipped = sum(skipped.values())
+    return GenerationResult(
+        accuracy=correct / (n + n_skipped),
+        accuracy_answered=correct / n,
+        n_total=n + n_skipped,
+        n=n,
+        n_skipped=n_skipped,
+        skipped=skipped,
+        stage=stage,
+        tokens=Tokens(
+            generated_mean=sum(a.emitted for a in answers) / n,
+            thoughts_mean=sum(a.thought_positions for a in answers) / n,
+            forward_passes_mean=sum(a.forward_passes for a in answers) / n,
+        ),
+        latency=Latency(seconds=seconds, questions_per_second=n / seconds if seconds > 0 else None),
+    )
+
+
+def legibility_pass(
     model: ContinuousThoughtLM,
     tokenizer: PreTrainedTokenizerBase,
-    loader: DataLoader,
-    records: Sequence[Record],
+    generated: GenerationRecord,
     *,
     method: Method,
     curriculum: Curriculum,
     stage: int,
-    answer_kind: str,
-    max_new_tokens: int,
-    thought_ids: Sequence[int],
-    ablations: Sequence[str] = ABLATIONS,
     probe_folds: int = 5,
-    reference_legibility: dict[str, float] | None = None,
-    skipped: Mapping[str, int] | None = None,
-    intervention: bool = True,
+    reference_legibility: Mapping[str, float] | None = None,
     read: str = "lm_head",
-    legibility: bool = True,
-) -> Evaluation:
-    """Answers every prompt of `loader`, then measures legibility and, per ablation, the accuracy
-    with the thoughts replaced. `reference_legibility` maps a question to the legibility of a CoT
-    model's reasoning on it (from that model's samples.jsonl), the baseline of `legibility.loss`.
-    `skipped` counts, by reason, the split's questions that were not answered (no room to generate,
-    an answer that cannot be scored): `accuracy` counts them as wrong (over `n_total`),
-    `accuracy_answered` leaves them out (over `n`); the ablations compare with the second.
-    `intervention`: also the causal legibility (`causal*`: a pass per replaced step index).
-    `read`: how the decode and frontier metrics read a thought (`thought_reading`).
-    `legibility`: False leaves out every legibility measurement (decode, probe, reasoning, loss,
-    frontier, causal, the ablations) and the thoughts' per-question rows."""
-    check_read(read, model.thought_projection)  # before any generation
-    unknown = set(ablations) - set(ABLATIONS)
-    if unknown:
-        raise ValueError(f"unknown ablations {sorted(unknown)}; choose from {list(ABLATIONS)}")
-    model.eval()
-    options = {"answer_kind": answer_kind, "max_new_tokens": max_new_tokens, "thought_ids": thought_ids}
-    answers, seconds = answer_all(model, tokenizer, loader, records, record_thoughts=legibility, **options)
-    n = len(answers)
-    if n == 0:
-        raise ValueError("nothing to evaluate: the split has no records")
-    correct = sum(a.correct for a in answers)
-    skipped = {reason: count for reason, count in (skipped or {}).items() if count}
-    n_skipped = sum(skipped.values())
-    accuracy, accuracy_answered = correct / (n + n_skipped), correct / n
-    if legibility:
-        thought_tokens = [read_thoughts(model, tokenizer, a, read=read) for a in answers]
-        questions = reasoning_of(answers, records, thought_tokens, method=method, curriculum=curriculum, stage=stage)
-        reference = None
-        if reference_legibility is not None:
-            reference = [reference_legibility.get(records[a.index].question) for a in answers]
-        block, per_question = legibility_block(
-            questions, answers, leg.key_tokens_for(tokenizer), probe_folds=probe_folds, reference=reference
-        )
-        block["loss_reference"] = "cot_model" if reference is not None else "reference_steps"
-        block["read"] = read
-        frontier, frontier_rows = graph_frontiers(model, tokenizer, answers, records, questions, read=read)
-        block.update(frontier)
-    else:  # legibility.measure=false (a suite's default): accuracy, tokens and time only
-        block, frontier = {}, {}
-        thought_tokens = per_question = frontier_rows = questions = [None] * n
-    block["measured"] = legibility
-    block["ablation"], block["ablation_drop"] = {}, {}
-    for name, make_hook in ablation_hooks(answers, model.latent_token_id).items():
-        if name in ablations and legibility:
-            ablated, _ = answer_all(model, tokenizer, loader, records, make_hook=make_hook, **options)
-            block["ablation"][name] = sum(a.correct for a in ablated) / n
-            block["ablation_drop"][name] = accuracy_answered - block["ablation"][name]
-    if intervention and legibility:
-        block.update(causal_legibility(model, tokenizer, loader, records, answers, questions, **options))
-    report = {
-        "accuracy": accuracy,  # over every question of the split: a skipped one counts as wrong
-        "accuracy_answered": accuracy_answered,  # over the n answered
-        "n_total": n + n_skipped,
-        "n": n,
-        "n_skipped": n_skipped,
-        "skipped": skipped,  # reason -> count
-        "stage": stage,
-        "tokens": {
-            "generated_mean": sum(a.emitted for a in answers) / n,
-            "thoughts_mean": sum(a.thought_positions for a in answers) / n,
-            "forward_passes_mean": sum(a.forward_passes for a in answers) / n,
-        },
-        "latency": {"seconds": seconds, "questions_per_second": n / seconds if seconds > 0 else None},
-        "legibility": block,
-    }
+) -> LegibilityResult:
+    """Decode, probe, reasoning and loss of the recorded thoughts (`legibility_block`).
+    `reference_legibility` maps a question to the legibility of a CoT model's reasoning on it (from
+    that model's samples.jsonl), the baseline of `loss`; None: the reference chain."""
+    answers, records = generated.answers, generated.records
+    thought_tokens = [read_thoughts(model, tokenizer, a, read=read) for a in answers]
+    questions = reasoning_of(answers, records, thought_tokens, method=method, curriculum=curriculum, stage=stage)
+    reference = None
+    if reference_legibility is not None:
+        reference = [reference_legibility.get(records[a.index].question) for a in answers]
+    block, per_question = legibility_block(
+        questions, answers, leg.key_tokens_for(tokenizer), probe_folds=probe_folds, reference=reference
+    )
+    return LegibilityResult(
+        **block,
+        loss_reference="cot_model" if reference is not None else "reference_steps",
+        read=read,
+        questions=questions,
+        thought_tokens=thought_tokens,
+        per_question=per_question,
+    )
+
+
+def frontier_pass(
+    model: ContinuousThoughtLM,
+    tokenizer: PreTrainedTokenizerBase,
+    generated: GenerationRecord,
+    legibility: LegibilityResult,
+) -> FrontierResult:
+    """Frontier legibility of the graph questions (`graph_frontiers`), read as `legibility.read`."""
+    metrics, rows = graph_frontiers(
+        model, tokenizer, generated.answers, generated.records, legibility.questions, read=legibility.read
+    )
+    return FrontierResult(metrics, rows)
+
+
+def ablation_pass(
+    answer: Answerer, generated: GenerationRecord, accuracy_answered: float, ablations: Sequence[str], latent_id: int
+) -> AblationResult:
+    """Accuracy with the thoughts replaced, one generation pass per ablation (in ABLATIONS order);
+    empty when no question has thoughts."""
+    result = AblationResult({}, {})
+    for name, make_hook in ablation_hooks(generated.answers, latent_id).items():
+        if name in ablations:
+            ablated, _ = answer(make_hook=make_hook)
+            result.accuracy[name] = sum(a.correct for a in ablated) / len(generated.answers)
+            result.drop[name] = accuracy_answered - result.accuracy[name]
+    return result
+
+
+def intervention_pass(
+    model: ContinuousThoughtLM,
+    tokenizer: PreTrainedTokenizerBase,
+    answer: Answerer,
+    generated: GenerationRecord,
+    legibility: LegibilityResult,
+    *,
+    answer_kind: str,
+) -> InterventionResult:
+    """Causal legibility (`causal_legibility`): a generation pass per replaced step index."""
+    block = causal_legibility(
+        model, tokenizer, answer, generated.records, generated.answers, legibility.questions, answer_kind=answer_kind
+    )
+    return InterventionResult(**block)
+
+
+def sample_rows(
+    generated: GenerationRecord, legibility: LegibilityResult | None, frontier: FrontierResult | None
+) -> list[dict]:
+    """One row per question for samples.jsonl: the answer, and what the legibility passes read."""
     rows = []
-    for answer, question, tokens, legible, frontier_scores in zip(
-        answers, questions, thought_tokens, per_question, frontier_rows
-    ):
-        record = records[answer.index]
+    for i, answer in enumerate(generated.answers):
+        record = generated.records[answer.index]
+        question = legibility.questions[i] if legibility else None
         rows.append(
             {
                 "question": record.question,
@@ -444,18 +524,9 @@ def evaluate(
                 "correct": answer.correct,
                 "steps_replaced": question.steps_replaced if question else None,
                 "written_steps": question.written if question else None,
-                "decoded_thoughts": tokens,
-                "legibility": legible,
-                **(
-                    {
-                        "frontier": [
-                            {key: getattr(f, key) for key in ("depth", "position", "topk", "mass", "off_tree")}
-                            for f in frontier_scores
-                        ]
-                    }
-                    if frontier
-                    else {}
-                ),
+                "decoded_thoughts": legibility.thought_tokens[i] if legibility else None,
+                "legibility": legibility.per_question[i] if legibility else None,
+                **({"frontier": [_frontier_row(f) for f in frontier.rows[i]]} if frontier and frontier.metrics else {}),
                 **(
                     {  # a re-encoded record (ProsQA's compact encoding): both answers as the published file writes them
                         "prediction_as_published": decode_answer(record.published, answer.prediction),
@@ -469,4 +540,68 @@ def evaluate(
                 "forward_passes": answer.forward_passes,
             }
         )
-    return Evaluation(report=report, rows=rows)
+    return rows
+
+
+def _frontier_row(score: ThoughtFrontier) -> dict:
+    return {key: getattr(score, key) for key in ("depth", "position", "topk", "mass", "off_tree")}
+
+
+def evaluate(
+    model: ContinuousThoughtLM,
+    tokenizer: PreTrainedTokenizerBase,
+    loader: DataLoader | None,
+    records: Sequence[Record],
+    *,
+    method: Method,
+    curriculum: Curriculum,
+    stage: int,
+    answer_kind: str,
+    max_new_tokens: int,
+    thought_ids: Sequence[int],
+    ablations: Sequence[str] = ABLATIONS,
+    probe_folds: int = 5,
+    reference_legibility: Mapping[str, float] | None = None,
+    skipped: Mapping[str, int] | None = None,
+    intervention: bool = True,
+    read: str = "lm_head",
+    legibility: bool = True,
+    answerer: Answerer | None = None,
+) -> Evaluation:
+    """The passes in order: generation, then (with `legibility`) legibility, frontier, ablations
+    (`ablations`) and interventions (`intervention`); a pass not asked for is named in the report's
+    `passes_skipped`. `answerer`: how a generation pass runs (default: `loader` in this process).
+    The other arguments are the passes' (`legibility_pass`, `generation_result`, ...); `read` is
+    checked against the model before anything is generated."""
+    check_read(read, model.thought_projection)  # before any generation
+    unknown = set(ablations) - set(ABLATIONS)
+    if unknown:
+        raise ValueError(f"unknown ablations {sorted(unknown)}; choose from {list(ABLATIONS)}")
+    model.eval()
+    options = {"answer_kind": answer_kind, "max_new_tokens": max_new_tokens, "thought_ids": thought_ids}
+    answer = answerer or loader_answerer(model, tokenizer, loader, records, **options)
+    generated = generation_pass(answer, records, record_thoughts=legibility)
+    report = Report(generation_result(generated, skipped, stage))
+    if not legibility:  # legibility.measure=false (a suite's default): accuracy, tokens and time only
+        why = "legibility.measure=false"
+        report.passes_skipped = dict.fromkeys(("legibility", "frontier", "ablation", "intervention"), why)
+        return Evaluation(report, sample_rows(generated, None, None))
+    report.legibility = legibility_pass(
+        model, tokenizer, generated, method=method, curriculum=curriculum, stage=stage, probe_folds=probe_folds,
+        reference_legibility=reference_legibility, read=read,
+    )  # fmt: skip
+    report.frontier = frontier_pass(model, tokenizer, generated, report.legibility)
+    if not report.frontier.metrics:
+        report.passes_skipped["frontier"] = "no graph question with thoughts to read"
+    if ablations:
+        accuracy = report.generation.accuracy_answered
+        report.ablation = ablation_pass(answer, generated, accuracy, ablations, model.latent_token_id)
+    else:
+        report.passes_skipped["ablation"] = "legibility.ablations=[]"
+    if intervention:
+        report.intervention = intervention_pass(
+            model, tokenizer, answer, generated, report.legibility, answer_kind=answer_kind
+        )
+    else:
+        report.passes_skipped["intervention"] = "legibility.intervention=false"
+    return Evaluation(report, sample_rows(generated, report.legibility, report.frontier))

@@ -25,7 +25,7 @@ from coconut.core.generation import generate
 from coconut.core.model import ContinuousThoughtLM
 from coconut.data.records import Record
 from coconut.eval.answers import answers_match, extract_answer
-from coconut.eval.evaluator import Evaluation
+from coconut.eval.report import Evaluation, SamplingResult
 
 log = logging.getLogger(__name__)
 
@@ -148,19 +148,19 @@ def sample_all(
     return questions, seconds
 
 
-def sampling_block(questions: Sequence[SampledQuestion], sampling: SamplingConfig, seconds: float) -> dict:
+def sampling_result(questions: Sequence[SampledQuestion], sampling: SamplingConfig, seconds: float) -> SamplingResult:
     """The report's `sampling` section: majority-vote accuracy, pass@k, and the cost per question."""
     n, count = sampling.num_samples, len(questions)
-    return {
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "num_samples": n,
-        "majority_accuracy": sum(q.vote_correct for q in questions) / count,
-        "pass_at_k": {str(k): sum(pass_at_k(n, sum(q.correct), k) for q in questions) / count for k in ks_for(n)},
-        "tokens_per_question": sum(q.tokens for q in questions) / count,
-        "forward_passes_per_question": sum(q.forward_passes for q in questions) / count,
-        "samples_per_second": count * n / seconds if seconds > 0 else None,
-    }
+    return SamplingResult(
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        num_samples=n,
+        majority_accuracy=sum(q.vote_correct for q in questions) / count,
+        pass_at_k={str(k): sum(pass_at_k(n, sum(q.correct), k) for q in questions) / count for k in ks_for(n)},
+        tokens_per_question=sum(q.tokens for q in questions) / count,
+        forward_passes_per_question=sum(q.forward_passes for q in questions) / count,
+        samples_per_second=count * n / seconds if seconds > 0 else None,
+    )
 
 
 def add_sampling(
@@ -180,12 +180,12 @@ def add_sampling(
     questions, seconds = sample_all(
         model, tokenizer, loader, records, sampling, answer_kind=answer_kind, max_new_tokens=max_new_tokens, seed=seed
     )
-    block = evaluation.report["sampling"] = sampling_block(questions, sampling, seconds)
+    result = evaluation.report.sampling = sampling_result(questions, sampling, seconds)
     k = str(sampling.num_samples)
     log.info(
         f"sampling ({sampling.num_samples} per question, T={sampling.temperature}, top_p={sampling.top_p}): "
-        f"majority-vote accuracy {block['majority_accuracy']:.4f}, pass@1 {block['pass_at_k']['1']:.4f}, "
-        f"pass@{k} {block['pass_at_k'][k]:.4f}, {block['tokens_per_question']:.1f} tokens per question"
+        f"majority-vote accuracy {result.majority_accuracy:.4f}, pass@1 {result.pass_at_k['1']:.4f}, "
+        f"pass@{k} {result.pass_at_k[k]:.4f}, {result.tokens_per_question:.1f} tokens per question"
     )
     for row, question in zip(evaluation.rows, questions):
         row.update({"sampled": question.predictions, "sampled_correct": question.correct, "vote": question.vote})
