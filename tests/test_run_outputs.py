@@ -14,9 +14,10 @@ from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from coconut.cli.evaluate import run_evaluation
-from coconut.cli.run_folders import RefuseEarlierOutputs, continues_in_place
-from coconut.cli.train import CONFIG_DIR, train
+from coconut import CONFIG_DIR
+from coconut.commands.evaluate import run_evaluation
+from coconut.commands.run_folders import RefuseEarlierOutputs, continues_in_place
+from coconut.commands.train import train
 from coconut.core.errors import ConfigError
 from coconut.training.runs import run_config, write_run
 
