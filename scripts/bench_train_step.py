@@ -138,7 +138,8 @@ def bench(
     # The same wrapper and loss with no id taken for a thought: the step CoT training takes, so that
     # the ratio is the thought loop's cost alone.
     plain_model = ContinuousThoughtLM(lm, latent_token_id=vocab)
-    optimizer = instantiate(OmegaConf.load(ROOT / "coconut/conf/train.yaml").optimizer)(params=lm.parameters())  # as training
+    optimizer_cfg = OmegaConf.load(ROOT / "coconut/conf/train.yaml").optimizer  # as training
+    optimizer = instantiate(optimizer_cfg)(params=lm.parameters())
     b = make_batch(batch_size, vocab, **sequences)
     ids, mask, pos, labels = (b[k].to(device) for k in ("input_ids", "attention_mask", "position_ids", "labels"))
 
