@@ -5,7 +5,9 @@ Layers, each importing only those before it (tests/test_architecture.py):
     data      raw record -> tokenized sample -> stage-k sequence -> batch
     eval      answers, batched evaluation, legibility, reports
     training  LightningModule, datamodule, callbacks, strategies, run records
-    cli       coconut-train, coconut-eval and the checks they run first
+    commands  the work behind each command: config or checkpoint -> tokenizer, model, method,
+              curriculum, data (build.py, load.py); train, evaluate, suite, export; their checks
+    cli       coconut-train, coconut-eval, coconut-export: thin `@hydra.main` shells over commands
 """
 
 from pathlib import Path

@@ -37,8 +37,8 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 from transformers import DynamicCache
 
-from coconut.cli.evaluate import prepare_questions, run_evaluation
-from coconut.cli.train import CONFIG_DIR
+from coconut import CONFIG_DIR
+from coconut.commands.evaluate import prepare_questions, run_evaluation
 
 
 def eval_config(overrides: list[str], output_dir: Path):

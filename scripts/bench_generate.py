@@ -52,7 +52,7 @@ def tiny_model_and_prompts(n: int) -> tuple[ContinuousThoughtLM, list[list[int]]
 
 
 def checkpoint_model_and_prompts(path: str, n: int) -> tuple[ContinuousThoughtLM, list[list[int]], int]:
-    from coconut.cli.train import build_curriculum, build_method  # noqa: PLC0415
+    from coconut.commands.build import build_curriculum, build_method  # noqa: PLC0415
     from coconut.data.splits import load_splits  # noqa: PLC0415
     from coconut.training.checkpoints import load_checkpoint  # noqa: PLC0415
     from coconut.training.lit_module import rebuild_from_checkpoint  # noqa: PLC0415

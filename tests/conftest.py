@@ -27,7 +27,8 @@ needs_shared_data = pytest.mark.skipif(
 def tiny_cfg(output_dir: Path, *overrides: str):
     """coconut-train on debug=fast (a tiny GPT-2, a few batches) writing into `output_dir`, with
     stages 0 and 1 of the curriculum."""
-    from coconut.cli.train import CONFIG_DIR  # noqa: PLC0415 (import the package only when used)
+    import coconut.commands  # noqa: F401, PLC0415 (registers ${coconut.project_root:} for paths.root_dir)
+    from coconut import CONFIG_DIR  # noqa: PLC0415 (import the package only when used)
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(

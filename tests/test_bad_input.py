@@ -15,9 +15,10 @@ import torch
 from conftest import tiny_cfg
 from hydra import compose, initialize_config_dir
 
-from coconut.cli.checks import check_group_choices, check_thoughts_fit, validate_config
-from coconut.cli.evaluate import run_evaluation
-from coconut.cli.train import CONFIG_DIR, train
+from coconut import CONFIG_DIR
+from coconut.commands.checks import check_group_choices, check_thoughts_fit, validate_config
+from coconut.commands.evaluate import run_evaluation
+from coconut.commands.train import train
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import CheckpointError, ConfigError
 from coconut.core.methods import Method

@@ -6,7 +6,7 @@ import sys
 import bench_eval  # scripts/bench_eval.py (scripts/ is on pytest's pythonpath)
 from conftest import tiny_cfg
 
-from coconut.cli.train import train
+from coconut.commands.train import train
 
 
 def test_the_evaluation_benchmark_compares_with_batch_one_generation(tmp_path, monkeypatch, capsys):

@@ -182,7 +182,7 @@ def test_offline_download_names_the_url_and_the_source_command(tmp_path, offline
 def data_cfg(name: str, data_dir):
     from hydra import compose, initialize_config_dir
 
-    from coconut.cli.train import CONFIG_DIR
+    from coconut import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("eval", overrides=[f"data={name}", f"paths.data_dir={data_dir}", "ckpt_path=x"]).data

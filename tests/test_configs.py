@@ -6,7 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from coconut.cli.train import CONFIG_DIR, build_curriculum, build_method
+from coconut import CONFIG_DIR
+from coconut.commands.build import build_curriculum, build_method
 
 GROUPS = ("data", "model", "method", "curriculum", "trainer", "experiment", "debug")
 CHOICES = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))]

@@ -12,7 +12,8 @@ import torch
 from conftest import tiny_lm
 from hydra import compose, initialize_config_dir
 
-from coconut.cli.train import CONFIG_DIR, train
+from coconut import CONFIG_DIR
+from coconut.commands.train import train
 from coconut.training.strategies import build_strategy, decoder_block_classes
 
 # lr ~ 0: the weights stay at their (seeded) initialisation, so one and two processes must give the

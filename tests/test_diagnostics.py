@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_cfg, tiny_lm
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from coconut.cli.train import train
+from coconut.commands.train import train
 from coconut.core.model import ContinuousThoughtLM
 from coconut.data.collate import collate_training
 from coconut.data.splits import load_splits

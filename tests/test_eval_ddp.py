@@ -11,8 +11,9 @@ import pytest
 from conftest import tiny_cfg
 from hydra import compose, initialize_config_dir
 
-from coconut.cli.evaluate import run_evaluation
-from coconut.cli.train import CONFIG_DIR, train
+from coconut import CONFIG_DIR
+from coconut.commands.evaluate import run_evaluation
+from coconut.commands.train import train
 
 # 16 questions in 4 batches: 2 batches a process. One thread per process, as the single process.
 SHARED = ["batch_size=4", "cpu_threads=1"]

@@ -12,10 +12,11 @@ from conftest import scalars, tiny_cfg
 from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from coconut.cli.evaluate import run_evaluation
-from coconut.cli.export import export
-from coconut.cli.stage_curve import run_stage_curve
-from coconut.cli.train import CONFIG_DIR, train
+from coconut import CONFIG_DIR
+from coconut.commands.evaluate import run_evaluation
+from coconut.commands.export import export
+from coconut.commands.stage_curve import run_stage_curve
+from coconut.commands.train import train
 from coconut.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

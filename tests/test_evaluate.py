@@ -11,9 +11,10 @@ import pytest
 from conftest import scalars, tiny_cfg
 from hydra import compose, initialize_config_dir
 
-from coconut.cli.checks import CheckpointError
-from coconut.cli.evaluate import run_evaluation
-from coconut.cli.train import CONFIG_DIR, train
+from coconut import CONFIG_DIR
+from coconut.commands.checks import CheckpointError
+from coconut.commands.evaluate import run_evaluation
+from coconut.commands.train import train
 from coconut.core.errors import ConfigError, UserInputError
 from coconut.eval.report import thoughts_verdict
 
@@ -144,23 +145,21 @@ def test_cli_sweeps_thought_counts_and_rejects_a_missing_checkpoint(trained, tmp
 
 
 def test_latest_and_best_are_the_newest_training_runs_checkpoints(trained, tmp_path, monkeypatch):
-    import coconut.cli.evaluate as evaluate_module
+    import coconut.commands.load as load_module
 
-    monkeypatch.setattr(evaluate_module, "TRAIN_RUNS", tmp_path / "runs")
-    with pytest.raises(evaluate_module.ConfigError, match="no .* here"):
-        evaluate_module.resolve_checkpoint("latest")
+    monkeypatch.setattr(load_module, "TRAIN_RUNS", tmp_path / "runs")
+    with pytest.raises(load_module.ConfigError, match="no .* here"):
+        load_module.resolve_checkpoint("latest")
     for name in ("older", "newer"):
         (tmp_path / "runs" / name / "checkpoints").mkdir(parents=True)
         shutil.copy(trained / "checkpoints" / "last.ckpt", tmp_path / "runs" / name / "checkpoints" / "last.ckpt")
-    assert evaluate_module.resolve_checkpoint("latest") == str(
-        tmp_path / "runs" / "newer" / "checkpoints" / "last.ckpt"
-    )
+    assert load_module.resolve_checkpoint("latest") == str(tmp_path / "runs" / "newer" / "checkpoints" / "last.ckpt")
     # best: the newest run's best checkpoint of its last stage, stage 10 after stage 9 (not by name).
-    with pytest.raises(evaluate_module.ConfigError, match="holds no stage"):
-        evaluate_module.resolve_checkpoint("best")
+    with pytest.raises(load_module.ConfigError, match="holds no stage"):
+        load_module.resolve_checkpoint("best")
     for stage in (0, 9, 10):
         (tmp_path / "runs" / "newer" / "checkpoints" / f"stage{stage}-best.ckpt").write_bytes(b"")
-    assert evaluate_module.resolve_checkpoint("best") == str(
+    assert load_module.resolve_checkpoint("best") == str(
         tmp_path / "runs" / "newer" / "checkpoints" / "stage10-best.ckpt"
     )
 

@@ -14,9 +14,9 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from coconut.cli.checks import CheckpointError
-from coconut.cli.evaluate import run_evaluation
-from coconut.cli.train import CONFIG_DIR
+from coconut import CONFIG_DIR
+from coconut.commands.checks import CheckpointError
+from coconut.commands.evaluate import run_evaluation
 from coconut.core.errors import ConfigError
 from coconut.core.tokenizer import build_tokenizer
 from coconut.core.tokens import SPECIAL_TOKENS, add_special_tokens
@@ -198,7 +198,7 @@ def test_the_special_tokens_of_a_hugging_face_tokenizer_are_kept(base, tmp_path)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     report = run_evaluation(eval_cfg(tmp_path / "eval", f"ckpt_path=hf:{folder}", "method=coconut", "n_thoughts=1"))
     assert report["tokens"]["thoughts_mean"] == 1
-    from coconut.cli.checkpoints import load_any  # noqa: PLC0415
+    from coconut.commands.load import load_any  # noqa: PLC0415
 
     loaded = load_any(f"hf:{folder}", eval_cfg(tmp_path / "x", "method=coconut", "n_thoughts=1"))
     assert loaded.model.latent_token_id == ids["<|latent|>"] == len(tokenizer) - 3

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import tiny_cfg
 
-from coconut.cli.train import train
+from coconut.commands.train import train
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
 from coconut.core.methods import Method

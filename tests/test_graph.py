@@ -185,8 +185,9 @@ def test_a_tiny_graph_run_reports_frontier_legibility_in_tensorboard_and_the_rep
     from hydra import compose, initialize_config_dir
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from coconut.cli.evaluate import run_evaluation
-    from coconut.cli.train import CONFIG_DIR, train
+    from coconut import CONFIG_DIR
+    from coconut.commands.evaluate import run_evaluation
+    from coconut.commands.train import train
 
     run = tmp_path / "run"
     overrides = [f"experiment={preset}", "debug=fast", "trainer.max_epochs=2", "test=false"]

@@ -10,7 +10,8 @@ import torch
 from conftest import scalars, tiny_cfg
 from hydra import compose, initialize_config_dir
 
-from coconut.cli.train import CONFIG_DIR, train
+from coconut import CONFIG_DIR
+from coconut.commands.train import train
 from coconut.core.errors import ConfigError
 from coconut.training.lit_module import CoconutLitModule
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import scalars, tiny_cfg, tiny_lm
 
-from coconut.cli.checks import validate_config
-from coconut.cli.evaluate import run_evaluation
-from coconut.cli.train import train
+from coconut.commands.checks import validate_config
+from coconut.commands.evaluate import run_evaluation
+from coconut.commands.train import train
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
 from coconut.core.legibility_objective import check_read, set_cross_entropy, thought_legibility

@@ -11,7 +11,9 @@ from conftest import tiny_cfg
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from coconut.cli.train import CONFIG_DIR, build_method, train
+from coconut import CONFIG_DIR
+from coconut.commands.build import build_method
+from coconut.commands.train import train
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
 from coconut.core.methods import Method

@@ -14,7 +14,8 @@ from conftest import SHARED_DATA, needs_shared_data
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from coconut.cli.train import CONFIG_DIR, train
+from coconut import CONFIG_DIR
+from coconut.commands.train import train
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
 from coconut.data.records import Record

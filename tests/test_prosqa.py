@@ -156,8 +156,9 @@ def test_coconut_eval_scores_the_published_file_unchanged(tmp_path):
     and the frontier read from the record's own graph with its chance level."""
     from hydra import compose, initialize_config_dir
 
-    from coconut.cli.evaluate import run_evaluation
-    from coconut.cli.train import CONFIG_DIR, train
+    from coconut import CONFIG_DIR
+    from coconut.commands.evaluate import run_evaluation
+    from coconut.commands.train import train
 
     run = tmp_path / "run"
     train(

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import SHARED_DATA, needs_shared_data, tiny_cfg
 
-from coconut.cli.train import train
+from coconut.commands.train import train
 from coconut.training.runs import resume_point, run_config, write_run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import scalars, tiny_cfg
 
-from coconut.cli.checks import CheckpointError, check_checkpoint_compatible
-from coconut.cli.train import train
+from coconut.commands.checks import CheckpointError, check_checkpoint_compatible
+from coconut.commands.train import train
 from coconut.core.errors import ConfigError
 from coconut.data.epoch_loader import EpochLoader
 from coconut.training.callbacks import save_atomically

@@ -6,6 +6,7 @@ no configuration as scalars."""
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,10 @@ from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from coconut.cli.evaluate import run_evaluation
-from coconut.cli.run_folders import RefuseEarlierOutputs, continues_in_place
-from coconut.cli.train import CONFIG_DIR, train
+from coconut import CONFIG_DIR
+from coconut.commands.evaluate import run_evaluation
+from coconut.commands.run_folders import RefuseEarlierOutputs, continues_in_place
+from coconut.commands.train import train
 from coconut.core.errors import ConfigError
 from coconut.training.runs import run_config, write_run
 
@@ -171,6 +173,22 @@ def test_train_writes_its_config_and_final_metrics_as_one_hparams_summary(in_pro
     final = json.loads((in_process["train"] / "metrics.json").read_text())["final"]
     assert set(metrics) == set(final) and {"val/acc", "test/acc", "train/loss"} <= set(metrics)
     assert set(metrics) <= set(scalars(in_process["train"]))  # values the HPARAMS tab reads
+
+
+def test_what_later_runs_read_back_names_no_command_module(in_process):
+    """run.json, the checkpoints (their pickles) and report.json name classes of training/ and data/
+    (renamed on reading by coconut.training.runs.upgraded when they move), never one of cli/ or
+    commands/, which may move freely: only Hydra's own .hydra/hydra.yaml names the run-folder callback,
+    and nothing reads it back (Hydra rewrites it when a run continues in its folder)."""
+    recorded = [in_process["train"] / "run.json", in_process["eval"] / "report.json"]
+    recorded += sorted((in_process["train"] / "checkpoints").glob("*.ckpt"))
+    assert len(recorded) > 2
+    for path in recorded:
+        content = path.read_bytes()
+        if path.suffix == ".ckpt":
+            with zipfile.ZipFile(path) as archive:
+                content = b"".join(archive.read(n) for n in archive.namelist() if n.endswith(".pkl"))
+        assert b"coconut.cli" not in content and b"coconut.commands" not in content, path
 
 
 def test_eval_writes_no_config_as_scalars_but_one_hparams_summary(in_process):

@@ -12,8 +12,9 @@ import pytest
 from conftest import tiny_cfg
 from hydra import compose, initialize_config_dir
 
-from coconut.cli.suite import run_suite
-from coconut.cli.train import CONFIG_DIR, train
+from coconut import CONFIG_DIR
+from coconut.commands.suite import run_suite
+from coconut.commands.train import train
 from coconut.core.errors import ConfigError
 from coconut.data import prepare
 

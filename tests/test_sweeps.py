@@ -11,7 +11,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from coconut.cli.train import CONFIG_DIR
+from coconut import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 

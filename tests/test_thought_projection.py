@@ -9,7 +9,8 @@ import yaml
 from conftest import tiny_lm
 from hydra import compose, initialize_config_dir
 
-from coconut.cli.train import CONFIG_DIR, train
+from coconut import CONFIG_DIR
+from coconut.commands.train import train
 from coconut.core.errors import ConfigError
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import (

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tiny_cfg
 
-from coconut.cli.train import train
+from coconut.commands.train import train
 from coconut.core.errors import ConfigError
 from coconut.core.threads import (
     BUSY_SAMPLES_BEFORE_WARNING,

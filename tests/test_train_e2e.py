@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import scalars, tiny_cfg
 
-from coconut.cli.train import train
+from coconut.commands.train import train
 from coconut.training.lit_module import rebuild_from_checkpoint
 
 

@@ -1,12 +1,3 @@
-"""Hydra entry points (`coconut-train`, `coconut-eval`) and the checks of configs and checkpoints
-they run before anything is built. The top of the dependency order: it may import every layer.
-
-`${coconut.project_root:}` (conf/paths/default.yaml) is registered here, before any config is
-composed: `$PROJECT_ROOT`, else the project's folder, absolute, so that `paths.data_dir` is the folder
-coconut-data writes, whatever the current folder."""
-
-from omegaconf import OmegaConf
-
-from coconut.data.prepare import project_root
-
-OmegaConf.register_new_resolver("coconut.project_root", lambda: str(project_root()), replace=True)
+"""Hydra entry points: `coconut-train`, `coconut-eval`, `coconut-export`. Each is a thin shell that
+composes the config and hands it to coconut.commands, which does the work. The top of the dependency
+order: it may import every layer, but no cli/ module imports another (tests/test_architecture.py)."""

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from coconut.cli.checks import prepare_command
-from coconut.cli.evaluate import run_evaluation
-from coconut.cli.train import CONFIG_DIR
+from coconut import CONFIG_DIR
+from coconut.commands.checks import prepare_command
+from coconut.commands.evaluate import run_evaluation
 from coconut.core.errors import ConfigError
 from coconut.eval.suite import summarize, write_summary
 

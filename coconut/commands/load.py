@@ -18,6 +18,7 @@ and the rule for its prompts (method, curriculum, stage, thought count):
   `curriculum.max_latent_stage`).
 
 A path of another kind gets one CheckpointError saying what was found and what was expected.
+`ckpt_path=latest` and `ckpt_path=best` name the newest training run's checkpoints (`resolve_checkpoint`).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from coconut.cli.checks import CheckpointError, check_checkpoint_compatible
-from coconut.cli.train import build_curriculum, build_method
+from coconut.commands.build import build_curriculum, build_method
+from coconut.commands.checks import CheckpointError, check_checkpoint_compatible
 from coconut.core.base_model import ModelLoadError, load_pretrained, looks_local
 from coconut.core.curriculum import ALL_STEPS, Curriculum
 from coconut.core.errors import ConfigError
@@ -49,6 +50,7 @@ from coconut.training.runs import upgraded
 
 log = logging.getLogger(__name__)
 
+TRAIN_RUNS = Path("outputs") / "train" / "runs"
 HF_PREFIX = "hf:"
 OFFICIAL_PREFIX = "base_causallm."
 OFFICIAL_TOKENS = (START_LATENT, END_LATENT, LATENT)  # run.py's add_tokens order
@@ -75,6 +77,27 @@ class LoadedCheckpoint:
 
 
 # -- coconut-train ------------------------------------------------------------------------------
+def resolve_checkpoint(path: str) -> str:
+    """`latest`: the last.ckpt of the newest training run under outputs/train/runs/. `best`: that run's
+    best-validation checkpoint of its last stage (the stage{k}-best.ckpt of the highest k), so that
+    what is evaluated does not depend on which epoch of the stage happened to come last."""
+    if path not in ("latest", "best"):
+        return path
+    lasts = sorted(TRAIN_RUNS.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not lasts:
+        raise ConfigError(f"ckpt_path={path}: no {TRAIN_RUNS}/*/checkpoints/last.ckpt here; give a checkpoint path")
+    if path == "latest":
+        return str(lasts[-1])
+    folder = lasts[-1].parent
+    stages = sorted(folder.glob("stage*-best.ckpt"), key=lambda p: int(p.name.removeprefix("stage").split("-")[0]))
+    if not stages:
+        raise ConfigError(
+            f"ckpt_path=best: the newest run's {folder} holds no stage{{k}}-best.ckpt (it never validated); "
+            "give ckpt_path=latest or a checkpoint path"
+        )
+    return str(stages[-1])
+
+
 def load_checkpoint(path: str) -> dict:
     """A coconut-train checkpoint, `torch.load`-ed and checked to be one."""
     checkpoint = read_checkpoint(path, "ckpt_path")  # a missing or incomplete file: one message
