@@ -17,7 +17,8 @@ ALLOWED = {
     "data": {"core", "data"},
     "eval": {"core", "data", "eval"},
     "training": {"core", "data", "eval", "training"},
-    "cli": {"core", "data", "eval", "training", "cli"},
+    "commands": {"core", "data", "eval", "training", "commands"},
+    "cli": {"core", "data", "eval", "training", "commands", "cli"},
 }
 FRAMEWORKS = ("lightning", "pytorch_lightning", "hydra", "omegaconf")
 

@@ -27,10 +27,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from coconut.cli.checkpoints import is_run_folder, load_any, load_checkpoint  # noqa: F401 (load_checkpoint: its old home)
-from coconut.cli.checks import check_prepared, checked_command, validate_eval_config
+from coconut.cli.checks import check_accelerator, check_prepared, checked_command
 from coconut.cli.run_folders import holds_an_evaluation
 from coconut.cli.stage_curve import run_stage_curve
 from coconut.cli.train import CONFIG_DIR
+from coconut.commands.config import validate_eval_config
 from coconut.core.base_model import max_positions
 from coconut.core.errors import ConfigError, UserInputError
 from coconut.core.legibility_objective import READS
@@ -155,7 +156,8 @@ class Questions:
 def prepare_questions(cfg: DictConfig) -> Questions:
     """Checks `cfg`, loads `cfg.ckpt_path` onto its device and builds the prompt batches of its split,
     the answerable questions only (the others counted in `skipped`)."""
-    validate_eval_config(cfg)
+    validate_eval_config(cfg)  # types and ranges of every key, before the model loads
+    check_accelerator("device", cfg.device)
     output_dir = Path(cfg.paths.output_dir)
     if holds_an_evaluation(output_dir) or holds_a_run(output_dir):  # before anything is written there
         raise ConfigError(
@@ -166,7 +168,6 @@ def prepare_questions(cfg: DictConfig) -> Questions:
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     cpu_threads = apply_cpu_threads(cfg.get("cpu_threads"), device=device)  # fewer while other processes use them
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
-    SamplingConfig(**cfg.get("generation", {}))  # its checks, before the model loads
     # Any kind of checkpoint (coconut/cli/checkpoints.py): its model, tokenizer and prompt rule.
     loaded = load_any(ckpt_path, cfg)
     model, tokenizer, method, curriculum, trained = (
@@ -244,7 +245,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
     records, loader, skipped, output_dir = questions.records, questions.loader, questions.skipped, questions.output_dir
     stage, n_thoughts, trained, ids = loaded.stage, loaded.n_thoughts, loaded.trained, questions.ids
     max_new_tokens, read, cpu_threads = questions.max_new_tokens, questions.read, questions.cpu_threads
-    sampling = SamplingConfig(**cfg.get("generation", {}))
+    sampling = SamplingConfig(**cfg.get("generation", {}))  # checked by validate_eval_config
 
     measure = cfg.legibility.get("measure")
     measure = True if measure is None else bool(measure)  # (a suite sets false when left null)
@@ -319,6 +320,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
 def run(cfg: DictConfig) -> float:
     try:
         validate_eval_config(cfg)  # before a suite or a curve evaluates anything
+        check_accelerator("device", cfg.device)
         if cfg.get("benchmarks") is not None:  # several benchmarks, one folder and a summary
             from coconut.cli.suite import run_suite  # noqa: PLC0415 (it imports this module)
 

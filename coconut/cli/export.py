@@ -26,9 +26,9 @@ import torch
 from omegaconf import DictConfig
 
 from coconut.cli.checkpoints import EXPORT_META, EXPORT_PROJECTION, load_any, thoughts_of_stage
-from coconut.cli.checks import validate_eval_config
 from coconut.cli.evaluate import resolve_checkpoint
 from coconut.cli.train import CONFIG_DIR
+from coconut.commands.config import validate_export_config
 from coconut.core.errors import ConfigError, UserInputError, writable_folder
 from coconut.core.thought_projection import projection_config
 from coconut.core.tokens import END_LATENT, LATENT, PAUSE, START_LATENT
@@ -40,7 +40,7 @@ EXPORT_FORMAT = 1
 
 def export(cfg: DictConfig) -> Path:
     """Writes the folder `cfg.out` from `cfg.ckpt_path`; returns it."""
-    validate_eval_config(cfg)  # n_thoughts, stage, curriculum.* in range
+    validate_export_config(cfg)  # n_thoughts, stage, curriculum.* in range
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out={out}: exists and is not an empty folder. Fix: choose a new folder")

@@ -24,8 +24,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from coconut import CONFIG_DIR
-from coconut.cli.checks import check_accelerator, check_thoughts_fit, checked_command, validate_config
+from coconut.cli.checks import check_accelerator, check_thoughts_fit, checked_command
 from coconut.cli.checks import check_prepared as check_files_prepared
+from coconut.commands.config import CurriculumConfig, MethodConfig, validate_config
 from coconut.core.base_model import load_base_model, max_positions, save_tokenizer
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import DISK_FULL, ConfigError, UserInputError
@@ -41,7 +42,7 @@ from coconut.training.callbacks import CurriculumCallback, StageBestCheckpoint
 from coconut.training.checkpoints import load_checkpoint, require_complete, require_fits
 from coconut.training.cpu_load import FollowCpuLoad
 from coconut.training.datamodule import CoconutDataModule
-from coconut.training.gate import NOT_LEARNT, GateConfig, LearningGate, StageNotLearnt
+from coconut.training.gate import NOT_LEARNT, LearningGate, StageNotLearnt
 from coconut.training.health import StopOnNonFiniteLoss
 from coconut.training.lit_module import CoconutLitModule, rebuild_from_checkpoint
 from coconut.training.progress_log import LogMetrics, lightning_logs_to_root
@@ -52,20 +53,14 @@ log = logging.getLogger(__name__)
 
 
 def build_curriculum(cfg: DictConfig) -> Curriculum:
-    c = cfg.curriculum
-    return Curriculum(
-        epochs_per_stage=c.epochs_per_stage,
-        epochs_first_stage=c.get("epochs_first_stage"),
-        max_latent_stage=c.max_latent_stage,
-        latents_per_step=c.latents_per_step,
-        pad_latent_to_max=c.pad_latent_to_max,
-        stage_mix_prob=c.stage_mix_prob,
-        start_stage=c.get("start_stage", 0),
-    )
+    """The curriculum of a (checked) config: its `curriculum` block typed, the schema's defaults filled."""
+    curriculum = OmegaConf.merge(OmegaConf.structured(CurriculumConfig), cfg.curriculum)
+    return OmegaConf.to_object(curriculum).curriculum()
 
 
 def build_method(cfg: DictConfig) -> Method:
-    return Method.from_config(OmegaConf.to_container(cfg.method, resolve=True))
+    method = OmegaConf.merge(OmegaConf.structured(MethodConfig), cfg.method)
+    return OmegaConf.to_object(method).method()
 
 
 def init_from_checkpoint(path: str):
@@ -111,7 +106,7 @@ def describe(cfg: DictConfig, datamodule: CoconutDataModule, curriculum: Curricu
     return (
         f"method={method.name} | train/val/test = {len(train)}/{len(datamodule.samples['val'])}/"
         f"{len(datamodule.samples['test'])} records, {n_steps:.1f} steps each | stages {stages} over "
-        f"{cfg.trainer.max_epochs} epochs | {curriculum.latents_per_step} thoughts per step, "
+        f"{cfg.trainer.max_epochs} epochs | {curriculum.c_thought} thoughts per step, "
         f"~{final} per sample at the final stage | {len(train) // cfg.data.batch_size} steps/epoch"
         + (f" | starts at stage {curriculum.start_stage}" if curriculum.start_stage else "")
     )
@@ -119,7 +114,7 @@ def describe(cfg: DictConfig, datamodule: CoconutDataModule, curriculum: Curricu
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Trains (and optionally tests) one configuration; returns the final logged metrics."""
-    validate_config(cfg)
+    config = validate_config(cfg)  # types and ranges of every key, old knob names read as the new
     check_accelerator("trainer.accelerator", cfg.trainer.get("accelerator"))
     devices = cfg.trainer.get("devices")
     cpu_threads = apply_cpu_threads(  # CPU runs: threads from the allowed cores, fewer while others use them
@@ -205,13 +200,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     checkpoint_dir = output_dir / "checkpoints"
     stage_best = StageBestCheckpoint(str(checkpoint_dir), curriculum, method, monitor="val/acc")
-    gate = LearningGate(GateConfig(**(cfg.get("gate") or {})), curriculum, method)
+    gate = LearningGate(config.gate.gate(), curriculum, method)
     callbacks = [
         CurriculumCallback(
             curriculum,
             method,
-            cfg.curriculum.reset_optimizer,
-            latent_lr_scale=cfg.curriculum.get("latent_lr_scale", 1.0),
+            config.curriculum.reset_optimizer,
+            latent_lr_scale=config.curriculum.latent_lr_scale,
         ),
         StopOnNonFiniteLoss(),
         FollowCpuLoad(cpu_threads),

@@ -1,0 +1,1 @@
+"""What every command shares below its Hydra shell: the typed configs (`config`)."""
