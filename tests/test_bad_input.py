@@ -169,7 +169,7 @@ BAD_VALUES = [
 def test_out_of_range_counts_are_named_with_their_key(override, message, tmp_path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[override, f"paths.output_dir={tmp_path}"])
-    with pytest.raises(ConfigError, match="invalid configuration: .*" + message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match="invalid configuration: .*" + re.escape(message)):
         validate_config(cfg)
 
 
