@@ -139,7 +139,7 @@ def test_icot_removal_smoothing_offsets_are_geometric_and_seeded_per_sample():
 def test_start_stage_skips_stage_zero():
     c = Curriculum(epochs_per_stage=3, max_latent_stage=3, start_stage=1)
     assert [c.stage_for_epoch(e) for e in range(14)] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 4, 4]
-    with pytest.raises(ConfigError, match="curriculum.start_stage"):
+    with pytest.raises(ValueError, match="curriculum.start_stage"):
         Curriculum(max_latent_stage=3, start_stage=5)
 
 
