@@ -44,7 +44,7 @@ def tiny_model_and_prompts(n: int) -> tuple[ContinuousThoughtLM, list[list[int]]
     texts = (t for r in records for t in (r.question, *r.steps, "### " + r.answer))
     torch.manual_seed(0)
     tokenizer, lm, ids = load_base_model(model_cfg, texts)
-    curriculum = Curriculum(epochs_per_stage=1, max_latent_stage=3, latents_per_step=1)
+    curriculum = Curriculum(epochs_per_stage=1, max_latent_stage=3, c_thought=1)
     method = Method("coconut")
     samples = tokenize_records(records[:n], tokenizer)
     prompts = [build_prompt(s, 3, method, curriculum, ids) for s in samples]

@@ -16,7 +16,8 @@ from conftest import tiny_cfg
 from hydra import compose, initialize_config_dir
 
 from coconut import CONFIG_DIR
-from coconut.commands.checks import check_group_choices, check_thoughts_fit, validate_config
+from coconut.commands.checks import check_group_choices, check_thoughts_fit
+from coconut.commands.config import validate_config
 from coconut.commands.evaluate import run_evaluation
 from coconut.commands.train import train
 from coconut.core.curriculum import Curriculum
@@ -32,7 +33,7 @@ from coconut.training.runs import run_config
 
 IDS = SpecialIds(start_latent=90, end_latent=91, latent=92, pause=93, eos=0, pad=0)
 COCONUT = Method("coconut")
-CURRICULUM = Curriculum(max_latent_stage=1, latents_per_step=2)
+CURRICULUM = Curriculum(max_latent_stage=1, c_thought=2)
 
 
 def write(path: Path, records: list[dict]) -> Path:
@@ -146,7 +147,9 @@ def test_train_with_strict_data_stops_before_training(tmp_path):
 # -- configuration --------------------------------------------------------------------------------------
 BAD_VALUES = [
     ("curriculum.c_thought=0", "curriculum.c_thought must be an integer >= 1, got 0"),
-    ("curriculum.latents_per_step=-2", "curriculum.latents_per_step must be an integer >= 1, got -2"),
+    ("curriculum.uniform_prob=1.5", "curriculum.uniform_prob must be a probability in [0, 1], got 1.5"),
+    ("curriculum.reset_optimizer=always", "curriculum.reset_optimizer must be one of never, stage_change, every_epoch"),
+    ("curriculum.start_stage=9", "curriculum.start_stage must be in 0..4 (max_latent_stage + 1), got 9"),
     ("curriculum.epochs_per_stage=0", "curriculum.epochs_per_stage must be an integer >= 1"),
     ("curriculum.max_latent_stage=-1", "curriculum.max_latent_stage must be an integer >= 0"),
     ("trainer.max_epochs=0", "trainer.max_epochs must be an integer >= 1"),
@@ -167,7 +170,7 @@ BAD_VALUES = [
 def test_out_of_range_counts_are_named_with_their_key(override, message, tmp_path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[override, f"paths.output_dir={tmp_path}"])
-    with pytest.raises(ConfigError, match="invalid configuration: .*" + message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match="invalid configuration: .*" + re.escape(message)):
         validate_config(cfg)
 
 
@@ -190,9 +193,9 @@ def test_more_thoughts_than_positions_stops_before_training(tmp_path):
     assert "3 * 100 = 300 thoughts (+2 markers)" in message and "more than the model's 256" in message
     assert "lower curriculum.c_thought" in message and "curriculum.max_latent_stage" in message
     assert not (tmp_path / "checkpoints").exists()
-    check_thoughts_fit(COCONUT, Curriculum(max_latent_stage=3, latents_per_step=2), 256, 64)  # fits
+    check_thoughts_fit(COCONUT, Curriculum(max_latent_stage=3, c_thought=2), 256, 64)  # fits
     no_thoughts = Method("cot", thought="none", stage="zero", markers=False)
-    check_thoughts_fit(no_thoughts, Curriculum(max_latent_stage=3, latents_per_step=100), 8, 4)  # writes none
+    check_thoughts_fit(no_thoughts, Curriculum(max_latent_stage=3, c_thought=100), 8, 4)  # writes none
 
 
 @pytest.mark.parametrize(

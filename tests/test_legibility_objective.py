@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import scalars, tiny_cfg, tiny_lm
 
-from coconut.commands.checks import validate_config
+from coconut.commands.config import validate_config
 from coconut.commands.evaluate import run_evaluation
 from coconut.commands.train import train
 from coconut.core.curriculum import Curriculum
@@ -48,7 +48,7 @@ def test_targets_follow_the_stage_and_the_thoughts_per_step(tokenizer):
     record = Record(question="Q.", steps=("<<3*4=12>>", "<<12-5=7>>", "<<7*2=14>>"), answer="14")
     (sample,) = tokenize_records([record], tokenizer, with_step_targets=True)
     one, seven = tuple(first_token_ids(tokenizer, "12")), tuple(first_token_ids(tokenizer, "7"))
-    curriculum = Curriculum(max_latent_stage=2, latents_per_step=2)
+    curriculum = Curriculum(max_latent_stage=2, c_thought=2)
     stage1 = build_sequence(sample, 1, COCONUT, curriculum, IDS)
     assert stage1.thought_targets == (one, one)  # step 0 as two thoughts
     final = build_sequence(sample, 3, COCONUT, curriculum, IDS)  # every step dropped, thoughts capped at 2 steps

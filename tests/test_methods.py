@@ -48,14 +48,14 @@ def stages(m: Method, curriculum: Curriculum, epochs: int) -> list[int]:
 
 def test_pause_writes_as_many_pause_tokens_as_coconut_final_thoughts_from_the_first_epoch():
     pause, coconut = method("pause"), method("coconut")
-    curriculum = Curriculum(max_latent_stage=2, latents_per_step=2)
+    curriculum = Curriculum(max_latent_stage=2, c_thought=2)
     assert stages(pause, curriculum, 5) == [3] * 5  # the final stage, no curriculum
     ids, labels = seq(pause, 0, curriculum)
     assert ids == [10, 11, P, P, P, P, 50, 51, EOS]  # min(3 steps, max 2) * 2, no markers
     assert labels == [X] * 6 + [50, 51, EOS]
     final = build_sequence(SAMPLE, curriculum.final_stage, coconut, curriculum, IDS)
     assert final.thoughts == ids.count(P) == 4
-    padded = Curriculum(max_latent_stage=4, latents_per_step=2, pad_latent_to_max=True)
+    padded = Curriculum(max_latent_stage=4, c_thought=2, pad_latent_to_max=True)
     assert seq(pause, 0, padded)[0].count(P) == 8
     assert build_prompt(SAMPLE, 0, pause, curriculum, IDS) == [10, 11, P, P, P, P]
 
@@ -73,7 +73,7 @@ def test_pause_as_thought_follows_the_curriculum_with_pause_tokens_between_marke
 
 def test_no_curriculum_trains_coconut_final_stage_from_epoch_zero():
     m = method("no_curriculum")
-    curriculum = Curriculum(max_latent_stage=3, latents_per_step=2)
+    curriculum = Curriculum(max_latent_stage=3, c_thought=2)
     assert stages(m, curriculum, 3) == [4, 4, 4]
     ids, labels = seq(m, 0, curriculum)
     assert ids == [10, 11, S] + [L] * 6 + [E, 50, 51, EOS]
@@ -141,7 +141,7 @@ def test_icot_removal_smoothing_offsets_are_geometric_and_seeded_per_sample():
 def test_start_stage_skips_stage_zero():
     c = Curriculum(epochs_per_stage=3, max_latent_stage=3, start_stage=1)
     assert [c.stage_for_epoch(e) for e in range(14)] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 4, 4]
-    with pytest.raises(ConfigError, match="curriculum.start_stage"):
+    with pytest.raises(ValueError, match="curriculum.start_stage"):
         Curriculum(max_latent_stage=3, start_stage=5)
 
 

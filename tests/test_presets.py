@@ -141,9 +141,9 @@ def test_paper_presets_say_what_the_paper_ran():
         prosqa = compose("train", overrides=["experiment=prosqa_coconut"])
         cot = compose("train", overrides=["experiment=gsm8k_cot"])
     c = gsm.curriculum
-    assert (c.latents_per_step, c.epochs_per_stage, c.max_latent_stage, c.pad_latent_to_max) == (2, 3, 3, True)
+    assert (c.c_thought, c.epochs_per_stage, c.max_latent_stage, c.pad_latent_to_max) == (2, 3, 3, True)
     assert gsm.curriculum.start_stage == 1 and gsm.trainer.max_epochs + 3 == 25  # 3 stage-0 epochs done by the CoT run
-    assert (prosqa.curriculum.latents_per_step, prosqa.curriculum.epochs_per_stage) == (1, 5)
+    assert (prosqa.curriculum.c_thought, prosqa.curriculum.epochs_per_stage) == (1, 5)
     assert (prosqa.curriculum.max_latent_stage, prosqa.trainer.max_epochs) == (6, 50)
     for cfg in (gsm, prosqa, cot):
         assert cfg.data.batch_size * cfg.trainer.devices * cfg.trainer.accumulate_grad_batches == 128

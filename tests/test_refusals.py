@@ -154,11 +154,15 @@ def test_a_misspelt_key_is_refused_with_the_key_it_resembles(override, tmp_path)
 
 # -- 6, 13. evaluation counts out of range ------------------------------------------------------------
 def test_eval_refuses_counts_out_of_range_naming_each_key(ckpt, tmp_path):
-    overrides = ("n_thoughts=-1", "limit=0", "batch_size=0", "legibility.measure=sometimes")
+    overrides = ("n_thoughts=-1", "limit=0", "batch_size=0")
     done = cli("eval", f"ckpt_path={ckpt}", *overrides, f"hydra.run.dir={tmp_path}")
     line = refused(done, "n_thoughts must be an integer >= 0, got -1")
     assert "limit must be an integer >= 1, got 0" in line and "batch_size must be an integer >= 1, got 0" in line
-    assert "legibility.measure must be true, false or null (a suite: false), got 'sometimes'" in line
+    assert not (tmp_path / "report.json").exists()
+    # A value of the wrong type stops composition (coconut/commands/config.py), named with its key.
+    done = cli("eval", f"ckpt_path={ckpt}", "legibility.measure=sometimes", f"hydra.run.dir={tmp_path}")
+    line = refused(done, "legibility.measure=sometimes: Value 'sometimes' is not a valid bool")
+    assert "Fix: give legibility.measure a value of that type" in line
     assert not (tmp_path / "report.json").exists()
 
 

@@ -4,7 +4,9 @@ stay deterministic, seeds reproduce; majority vote and pass@k on hand-built answ
 import pytest
 import torch
 from conftest import tiny_lm
+from omegaconf import OmegaConf
 
+from coconut.commands.config import validate_eval_config
 from coconut.core.errors import ConfigError
 from coconut.core.generation import generate
 from coconut.core.model import ContinuousThoughtLM
@@ -94,6 +96,7 @@ def test_pass_at_k_on_hand_built_counts():
 
 def test_bad_sampling_settings_are_one_message():
     for bad in ({"num_samples": 0}, {"temperature": -1.0}, {"top_p": 0.0}, {"top_p": 1.5}):
-        with pytest.raises(ConfigError, match="generation\\."):
-            SamplingConfig(**bad)
+        key = f"generation.{next(iter(bad))}"
+        with pytest.raises(ConfigError, match=f"invalid configuration: {key} must be"):
+            validate_eval_config(OmegaConf.create({"ckpt_path": "x", "generation": bad}))
     assert not SamplingConfig().active and SamplingConfig(num_samples=2).active

@@ -32,10 +32,10 @@ def test_stage_zero_is_chain_of_thought_between_empty_markers():
 
 
 def test_stage_k_replaces_k_steps_with_k_times_c_thoughts():
-    ids, labels = seq(1, Curriculum(max_latent_stage=3, latents_per_step=2))
+    ids, labels = seq(1, Curriculum(max_latent_stage=3, c_thought=2))
     assert ids == [10, 11, S, L, L, E, 30, 40, 41, 42, 50, 51, EOS]
     assert labels == [X, X, X, X, X, X, 30, 40, 41, 42, 50, 51, EOS]
-    ids, labels = seq(2, Curriculum(max_latent_stage=3, latents_per_step=1))
+    ids, labels = seq(2, Curriculum(max_latent_stage=3, c_thought=1))
     assert ids == [10, 11, S, L, L, E, 40, 41, 42, 50, 51, EOS]
     assert labels == [X] * 6 + [40, 41, 42, 50, 51, EOS]
 
@@ -53,10 +53,10 @@ def test_beyond_max_stage_every_step_goes_and_thoughts_are_capped():
     assert ids == [10, 11, S, L, L, E, 50, 51, EOS]
     assert labels == [X] * 6 + [50, 51, EOS]
     # With max 5 and only 3 steps, the cap is the number of steps ...
-    ids, _ = seq(6, Curriculum(max_latent_stage=5, latents_per_step=2))
+    ids, _ = seq(6, Curriculum(max_latent_stage=5, c_thought=2))
     assert ids.count(L) == 3 * 2
     # ... unless pad_latent_to_max asks for max_latent_stage * c always.
-    ids, _ = seq(6, Curriculum(max_latent_stage=5, latents_per_step=2, pad_latent_to_max=True))
+    ids, _ = seq(6, Curriculum(max_latent_stage=5, c_thought=2, pad_latent_to_max=True))
     assert ids.count(L) == 5 * 2
 
 
@@ -76,7 +76,7 @@ def test_pause_tokens_take_the_place_of_thoughts():
 
 
 def test_prompt_is_the_sequence_up_to_the_end_marker_and_n_thoughts_overrides():
-    curriculum = Curriculum(max_latent_stage=3, latents_per_step=2)
+    curriculum = Curriculum(max_latent_stage=3, c_thought=2)
     assert build_prompt(SAMPLE, 1, COCONUT, curriculum, IDS) == [10, 11, S, L, L, E]
     assert build_prompt(SAMPLE, 1, COCONUT, curriculum, IDS, n_thoughts=5) == [10, 11, S] + [L] * 5 + [E]
 
@@ -86,7 +86,7 @@ def test_prompt_thoughts_never_read_the_reference_steps(pad):
     """At evaluation the thought count is the stage's (k x c, final stage max_latent_stage x c),
     the same for a question with no reference steps, one step, or more steps than stages; only the
     training sequence follows the steps (min(steps, max) x c at the final stage without padding)."""
-    curriculum = Curriculum(max_latent_stage=3, latents_per_step=2, pad_latent_to_max=pad)
+    curriculum = Curriculum(max_latent_stage=3, c_thought=2, pad_latent_to_max=pad)
     samples = [TokenizedSample(Q, steps, A) for steps in ([], [[20]], STEPS, STEPS + [[60], [70]])]
     for stage, expected in [(0, 0), (1, 2), (2, 4), (3, 6), (4, 6), (9, 6)]:
         assert [build_prompt(s, stage, COCONUT, curriculum, IDS).count(L) for s in samples] == [expected] * 4
@@ -109,7 +109,7 @@ def test_stage_schedule_and_plans():
 
 
 def test_stage_mixing_draws_stages_from_zero_to_n_steps():
-    c = Curriculum(stage_mix_prob=0.5)
+    c = Curriculum(uniform_prob=0.5)
     rng = random.Random(0)
     draws = [c.sample_stage(1, 3, rng) for _ in range(2000)]
     assert set(draws) == {0, 1, 2, 3}
@@ -118,7 +118,7 @@ def test_stage_mixing_draws_stages_from_zero_to_n_steps():
 
 
 @pytest.mark.parametrize(
-    "field,value", [("epochs_per_stage", 0), ("latents_per_step", 0), ("max_latent_stage", -1), ("stage_mix_prob", 1.5)]
+    "field,value", [("epochs_per_stage", 0), ("c_thought", 0), ("max_latent_stage", -1), ("uniform_prob", 1.5)]
 )
 def test_bad_curriculum_values_are_named(field, value):
     with pytest.raises(ValueError, match=f"curriculum.{field}"):

@@ -23,7 +23,8 @@ import hydra
 from omegaconf import DictConfig
 
 from coconut import CONFIG_DIR
-from coconut.commands.checks import checked_command, validate_eval_config
+from coconut.commands.checks import check_accelerator, checked_command
+from coconut.commands.config import validate_eval_config
 from coconut.commands.evaluate import run_evaluation
 from coconut.commands.load import is_run_folder
 from coconut.commands.stage_curve import run_stage_curve
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> float:
     try:
         validate_eval_config(cfg)  # before a suite or a curve evaluates anything
+        check_accelerator("device", cfg.device)
         if cfg.get("benchmarks") is not None:  # several benchmarks, one folder and a summary
             rows = run_suite(cfg)["benchmarks"].values()
             return sum(row["accuracy"] for row in rows) / len(rows)

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from coconut.commands.checks import check_prepared as check_files_prepared
 from coconut.commands.checks import check_thoughts_fit
+from coconut.commands.config import CurriculumConfig, MethodConfig
 from coconut.core.base_model import load_base_model, max_positions
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
@@ -40,20 +41,14 @@ log = logging.getLogger(__name__)
 
 
 def build_curriculum(cfg: DictConfig) -> Curriculum:
-    c = cfg.curriculum
-    return Curriculum(
-        epochs_per_stage=c.epochs_per_stage,
-        epochs_first_stage=c.get("epochs_first_stage"),
-        max_latent_stage=c.max_latent_stage,
-        latents_per_step=c.latents_per_step,
-        pad_latent_to_max=c.pad_latent_to_max,
-        stage_mix_prob=c.stage_mix_prob,
-        start_stage=c.get("start_stage", 0),
-    )
+    """The curriculum of a (checked) config: its `curriculum` block typed, the schema's defaults filled."""
+    curriculum = OmegaConf.merge(OmegaConf.structured(CurriculumConfig), cfg.curriculum)
+    return OmegaConf.to_object(curriculum).curriculum()
 
 
 def build_method(cfg: DictConfig) -> Method:
-    return Method.from_config(OmegaConf.to_container(cfg.method, resolve=True))
+    method = OmegaConf.merge(OmegaConf.structured(MethodConfig), cfg.method)
+    return OmegaConf.to_object(method).method()
 
 
 def init_from_checkpoint(path: str):

@@ -1,8 +1,7 @@
 """Checks that run before any training or evaluation starts, each failing with one message that
 names the key and the fix:
 
-- `validate_config`: counts and choices of a composed `coconut-train` config;
-- `validate_eval_config`: the same for `coconut-eval` and `coconut-export` (thought count, limit, batch size);
+- (the types, counts and choices of a composed config: `coconut.commands.config`);
 - `check_group_choices`: `method=xyz` / `data=xyz` on the command line, before Hydra composes;
 - `check_override_keys`: a misspelt key (`curriculum.c_thougth=2`, `+curriculum.c_thougth=2`), with
   the key it resembles, before Hydra composes;
@@ -25,164 +24,15 @@ from pathlib import Path
 
 import torch
 
+from coconut.commands.config import renamed_overrides
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import CheckpointError, ConfigError
-from coconut.core.legibility_objective import READS
 from coconut.core.methods import Method
 from coconut.core.tokens import SPECIAL_TOKENS
-from coconut.data.checks import ANSWER_KINDS
 from coconut.data.prepare import data_root
 
-
 # -- configuration ----------------------------------------------------------------------------------
-def _get(cfg, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        if node is None or not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _require_int(cfg, key: str, minimum: int, problems: list[str], hint: str = "") -> None:
-    value = _get(cfg, key)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        problems.append(f"{key} must be an integer >= {minimum}, got {value!r}{hint}")
-
-
-def validate_config(cfg) -> None:
-    """Raises one ConfigError listing every out-of-range count or unknown choice in `cfg`."""
-    problems: list[str] = []
-    for key in ("curriculum.epochs_per_stage", "curriculum.latents_per_step", "curriculum.c_thought"):
-        _require_int(cfg, key, 1, problems)
-    _require_int(cfg, "curriculum.max_latent_stage", 0, problems)
-    if _get(cfg, "curriculum.epochs_first_stage") is not None:
-        _require_int(cfg, "curriculum.epochs_first_stage", 1, problems, " (or null)")
-    _require_int(cfg, "trainer.max_epochs", 1, problems)
-    for key in ("data.batch_size", "data.eval_batch_size", "data.val_generation_size", "data.max_new_tokens"):
-        _require_int(cfg, key, 1, problems)
-    _require_int(cfg, "data.num_workers", 0, problems)
-    if _get(cfg, "data.generator") is not None:
-        for split in ("train", "val", "test"):
-            if not _get(cfg, f"data.{split}_path"):
-                _require_int(cfg, f"data.sizes.{split}", 1, problems)
-    for split, value in (_get(cfg, "data.limit") or {}).items():
-        if value is not None:
-            _require_int(cfg, f"data.limit.{split}", 1, problems, " (or null for the whole split)")
-    every = _get(cfg, "callbacks.last_checkpoint.every_n_train_steps")
-    if every is not None:
-        _require_int(cfg, "callbacks.last_checkpoint.every_n_train_steps", 1, problems, " (or null)")
-    for key in ("optimizer.lr", "curriculum.latent_lr_scale"):
-        value = _get(cfg, key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
-            problems.append(f"{key} must be a number > 0, got {value!r}")
-    kind = _get(cfg, "data.answer_kind")
-    if kind is not None and kind not in ANSWER_KINDS:
-        problems.append(f"data.answer_kind must be one of {', '.join(ANSWER_KINDS)}, got {kind!r}")
-    strict = _get(cfg, "data.strict")
-    if strict is not None and not isinstance(strict, bool):
-        problems.append(f"data.strict must be true or false, got {strict!r}")
-    resume = _get(cfg, "resume")
-    if resume is not None and resume not in ("auto", False, "never"):
-        problems.append(f"resume must be auto or false, got {resume!r}")
-    if _get(cfg, "trainer.cpu_threads") is not None:
-        _require_int(cfg, "trainer.cpu_threads", 1, problems, " (or null for the automatic choice)")
-    weight = _get(cfg, "legibility.weight")
-    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0):
-        problems.append(f"legibility.weight must be a number >= 0 (0: the paper's method), got {weight!r}")
-    read = _get(cfg, "legibility.read")
-    if read is not None and read not in READS:
-        problems.append(f"legibility.read must be one of {', '.join(READS)}, got {read!r}")
-    architecture = _get(cfg, "model.architecture")
-    if isinstance(architecture, Mapping) and not _get(cfg, "model.pretrained"):
-        _check_architecture(architecture, problems)
-    if problems:
-        raise ConfigError(f"invalid configuration: {'; '.join(problems)}. Fix: give these keys valid values")
-
-
-# Counts that every architecture needs at least one of, under the names Hugging Face configs use
-# (GPT-2's, Llama's and most others'); None means the model's default (GPT-2's n_inner, head_dim).
-ARCHITECTURE_COUNTS = (
-    "n_layer", "num_hidden_layers", "num_layers",
-    "n_embd", "hidden_size", "d_model",
-    "n_head", "num_attention_heads", "num_heads", "num_key_value_heads",
-    "n_positions", "max_position_embeddings", "n_ctx",
-    "n_inner", "intermediate_size", "head_dim",
-)  # fmt: skip
-# (width, heads): the width splits evenly into heads unless head_dim sets the head size itself.
-WIDTH_PER_HEAD = (("n_embd", "n_head"), ("hidden_size", "num_attention_heads"), ("d_model", "num_heads"))
-
-
-def _check_architecture(architecture: Mapping, problems: list[str]) -> None:
-    """Impossible numbers in `model.architecture` (a from-scratch Hugging Face config): counts below
-    1, a width that does not split into its heads, query heads not a multiple of key/value heads,
-    dropout outside [0, 1]. Caught here, before a model is built or a batch is cut."""
-    key = "model.architecture"
-    _check_model_type(architecture.get("model_type"), problems)
-    bad = set()
-    for name in ARCHITECTURE_COUNTS:
-        value = architecture.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            problems.append(f"{key}.{name} must be an integer >= 1, got {value!r}")
-            bad.add(name)
-    if architecture.get("head_dim") is None:
-        for width, heads in WIDTH_PER_HEAD:
-            w, h = architecture.get(width), architecture.get(heads)
-            if isinstance(w, int) and isinstance(h, int) and not {width, heads} & bad and w % h:
-                problems.append(f"{key}.{width}={w} does not split into {key}.{heads}={h} heads (not a multiple of it)")
-    q, kv = architecture.get("num_attention_heads"), architecture.get("num_key_value_heads")
-    if isinstance(q, int) and isinstance(kv, int) and not {"num_attention_heads", "num_key_value_heads"} & bad:
-        if q % kv:
-            problems.append(f"{key}.num_attention_heads={q} is not a multiple of {key}.num_key_value_heads={kv}")
-    for name, value in architecture.items():
-        if str(name).endswith(("pdrop", "dropout")) and value is not None:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                problems.append(f"{key}.{name} must be a probability in [0, 1], got {value!r}")
-
-
-def _check_model_type(model_type, problems: list[str]) -> None:
-    """A from-scratch model's `model_type` must be one Hugging Face knows; the closest ones are named
-    rather than the several hundred it knows."""
-    from transformers import CONFIG_MAPPING  # noqa: PLC0415 (slow to import; only for from-scratch models)
-
-    if model_type is None or model_type in CONFIG_MAPPING:
-        return
-    known = list(CONFIG_MAPPING.keys())
-    close = difflib.get_close_matches(str(model_type), known, n=3, cutoff=0.5) or ["gpt2", "llama"]
-    problems.append(
-        f"model.architecture.model_type={model_type} is not a Hugging Face model type (the closest: "
-        f"{', '.join(close)}; transformers knows {len(known)})"
-    )
-
-
-def validate_eval_config(cfg) -> None:
-    """Raises one ConfigError listing every out-of-range value of a `coconut-eval` or
-    `coconut-export` config, and a device this machine lacks."""
-    problems: list[str] = []
-    for key, minimum, hint in (
-        ("n_thoughts", 0, " (or null: the stage's)"),
-        ("stage", 0, " (or null: the stage the checkpoint was saved at)"),
-        ("limit", 1, " (or null: every question)"),
-        ("max_new_tokens", 1, " (or null: the data config's)"),
-        ("cpu_threads", 1, " (or null for the automatic choice)"),
-        ("curriculum.c_thought", 1, ""),
-        ("curriculum.max_latent_stage", 0, " (or null)"),
-    ):
-        _require_int(cfg, key, minimum, problems, hint)
-    if "batch_size" in cfg:
-        _require_int(cfg, "batch_size", 1, problems)
-    device = _get(cfg, "device")
-    if device is not None and device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        problems.append(f"device must be auto, cpu or cuda, got {device!r}")
-    measure = _get(cfg, "legibility.measure")
-    if measure is not None and not isinstance(measure, bool):
-        problems.append(f"legibility.measure must be true, false or null (a suite: false), got {measure!r}")
-    if problems:
-        raise ConfigError(f"invalid configuration: {'; '.join(problems)}. Fix: give these keys valid values")
-    if device is not None and str(device).startswith("cuda"):
-        check_accelerator("device", device)
+# The types and ranges of every key: coconut/commands/config.py (validate_config, validate_eval_config).
 
 
 def check_accelerator(key: str, accelerator) -> None:
@@ -203,7 +53,9 @@ def check_accelerator(key: str, accelerator) -> None:
 def checked_command(name: str, run, config_dir: str | Path, config_name: str | None = None):
     """Runs a Hydra entry point `run` as the command `name` (config `config_name`, by default the
     name without `coconut-`), after `check_group_choices` and `check_override_keys` on its command
-    line: an unknown group choice or a misspelt key is one line and exit code 2, before Hydra composes."""
+    line: an unknown group choice, a misspelt key or a value of the wrong type is one line and exit
+    code 2, before Hydra composes. A renamed knob's old name is read as the new one, with a message."""
+    sys.argv[1:] = renamed_overrides(sys.argv[1:])
     try:
         check_group_choices(sys.argv[1:], config_dir)
         check_override_keys(sys.argv[1:], config_dir, config_name or name.removeprefix("coconut-"))
@@ -259,6 +111,17 @@ def _unknown_key(key: str, value: str, siblings: list[str], added: bool) -> Conf
     )
 
 
+def _wrong_type(message: str, cause) -> ConfigError:
+    """Hydra's "Error merging override key=value" with OmegaConf's reason, as one line."""
+    match = re.search(r"override (\S+)", message)
+    override = match.group(1) if match else getattr(cause, "full_key", "a key")
+    reason = str(cause).splitlines()[0].rstrip(".")
+    key = override.split("=", 1)[0].lstrip("+~")
+    return ConfigError(
+        f"{override}: {reason} (the type of {key}: coconut/commands/config.py). Fix: give {key} a value of that type"
+    )
+
+
 def check_override_keys(overrides: Sequence[str], config_dir: str | Path, config_name: str) -> None:
     """A key the composed config lacks: `curriculum.c_thougth=2` (Hydra's "not in struct" dump) and
     `+curriculum.c_thougth=2` (a new key nothing reads, the fix Hydra itself suggests) are one
@@ -267,7 +130,7 @@ def check_override_keys(overrides: Sequence[str], config_dir: str | Path, config
     other composition error is left to Hydra."""
     from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415
     from hydra.errors import ConfigCompositionException  # noqa: PLC0415
-    from omegaconf import DictConfig, OmegaConf  # noqa: PLC0415
+    from omegaconf import DictConfig, OmegaConf, ValidationError  # noqa: PLC0415
 
     if any(o.startswith(("--config", "-cn", "-cp", "-cd")) for o in overrides):
         return  # another primary config or folder: Hydra's own checks
@@ -292,6 +155,8 @@ def check_override_keys(overrides: Sequence[str], config_dir: str | Path, config
     try:
         base = _compose(config_dir, config_name, as_overrides(plain))
     except ConfigCompositionException as error:
+        if isinstance(error.__cause__, ValidationError):  # a value of the wrong type (coconut/commands/config.py)
+            raise _wrong_type(str(error), error.__cause__) from None
         match = re.search(r"Could not override '([^']+)'", str(error))
         key = match.group(1) if match else None
         value = dict(plain).get(key)
@@ -346,15 +211,15 @@ def check_thoughts_fit(method: Method, curriculum: Curriculum, positions: int | 
     generation budget must fit the model, whatever the data."""
     if positions is None or method.thought == "none":
         return
-    thoughts = curriculum.max_latent_stage * curriculum.latents_per_step
+    thoughts = curriculum.max_latent_stage * curriculum.c_thought
     markers = 2 if method.markers else 0
     needed = 1 + thoughts + markers + max_new_tokens
     if needed > positions:
         raise ConfigError(
-            f"the final stage writes curriculum.max_latent_stage * latents_per_step = {curriculum.max_latent_stage} * "
-            f"{curriculum.latents_per_step} = {thoughts} thoughts (+{markers} markers), and generation adds up to "
+            f"the final stage writes curriculum.max_latent_stage * c_thought = {curriculum.max_latent_stage} * "
+            f"{curriculum.c_thought} = {thoughts} thoughts (+{markers} markers), and generation adds up to "
             f"data.max_new_tokens={max_new_tokens}: at least {needed} positions, more than the model's {positions}. "
-            "Fix: lower curriculum.c_thought (latents_per_step) or curriculum.max_latent_stage, lower "
+            "Fix: lower curriculum.c_thought or curriculum.max_latent_stage, lower "
             "data.max_new_tokens, or use a model with more positions (model.architecture.n_positions / "
             "max_position_embeddings)"
         )

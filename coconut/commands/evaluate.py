@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from coconut.commands.checks import check_prepared, validate_eval_config
+from coconut.commands.checks import check_accelerator, check_prepared
+from coconut.commands.config import validate_eval_config
 from coconut.commands.load import LoadedCheckpoint, load_any, resolve_checkpoint
 from coconut.commands.run_folders import holds_an_evaluation
 from coconut.core.base_model import max_positions
@@ -202,13 +203,13 @@ def prompt_batches(cfg: DictConfig, loaded: LoadedCheckpoint, data_cfg, split, r
 def prepare_questions(cfg: DictConfig) -> Questions:
     """Checks `cfg`, loads `cfg.ckpt_path` onto its device and builds the prompt batches of its split,
     the answerable questions only (the others counted in `skipped`)."""
-    validate_eval_config(cfg)
+    validate_eval_config(cfg)  # types and ranges of every key, before the model loads
+    check_accelerator("device", cfg.device)
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     cpu_threads = apply_cpu_threads(cfg.get("cpu_threads"), device=device)  # fewer while other processes use them
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
-    SamplingConfig(**cfg.get("generation", {}))  # its checks, before the model loads
     # Any kind of checkpoint (coconut/commands/load.py): its model, tokenizer and prompt rule.
     loaded = load_any(ckpt_path, cfg)
     read = thought_read(cfg, loaded.model, ckpt_path)

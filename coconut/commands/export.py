@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from coconut.commands.checks import validate_eval_config
+from coconut.commands.config import validate_export_config
 from coconut.commands.load import EXPORT_META, EXPORT_PROJECTION, load_any, resolve_checkpoint, thoughts_of_stage
 from coconut.core.errors import ConfigError, writable_folder
 from coconut.core.thought_projection import projection_config
@@ -38,7 +38,7 @@ EXPORT_FORMAT = 1
 
 def export(cfg: DictConfig) -> Path:
     """Writes the folder `cfg.out` from `cfg.ckpt_path`; returns it."""
-    validate_eval_config(cfg)  # n_thoughts, stage, curriculum.* in range
+    validate_export_config(cfg)  # n_thoughts, stage, curriculum.* in range
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out={out}: exists and is not an empty folder. Fix: choose a new folder")

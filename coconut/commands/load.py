@@ -46,7 +46,7 @@ from coconut.data.sequences import stage_plan
 from coconut.training.checkpoints import load_checkpoint as read_checkpoint
 from coconut.training.checkpoints import require_complete
 from coconut.training.lit_module import rebuild_from_checkpoint
-from coconut.training.runs import upgraded
+from coconut.training.runs import renamed_knobs, upgraded
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _foreign_curriculum(cfg: DictConfig) -> Curriculum:
             latest = cfg.stage
         else:
             latest = -(-cfg.n_thoughts // per_step) if cfg.get("n_thoughts") is not None else 1
-    return Curriculum(max_latent_stage=latest, latents_per_step=per_step)
+    return Curriculum(max_latent_stage=latest, c_thought=per_step)
 
 
 def _foreign_thoughts(cfg: DictConfig, method: Method, curriculum: Curriculum, what: str) -> tuple[int, int | None]:
@@ -215,7 +215,7 @@ def _from_hf(name: str, cfg: DictConfig) -> LoadedCheckpoint:
             projection.load_state_dict(torch.load(Path(name) / EXPORT_PROJECTION, map_location="cpu"))
         model = ContinuousThoughtLM(lm, tokenizer.convert_tokens_to_ids(meta["thought_tokens"]["latent"]), projection)
         method = build_method(cfg) if cfg.get("method") else Method.from_config(meta["method"])
-        curriculum = Curriculum(**meta["curriculum"])
+        curriculum = Curriculum(**renamed_knobs(meta)["curriculum"])  # an older export's names too
         asked = cfg.get("stage") is not None or cfg.get("n_thoughts") is not None
         stage, n_thoughts = (
             _foreign_thoughts(cfg, method, curriculum, f"hf:{name}") if asked else (meta["stage"], meta["n_thoughts"])

@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from coconut.core.errors import OutputError, writable_folder
-from coconut.training.runs import RESUMABLE, _alive, _rank, holds_a_run, read_run, run_config, upgraded
+from coconut.training.runs import RESUMABLE, _alive, _rank, comparable, holds_a_run, read_run, run_config, upgraded
 
 EVALUATION_FILES = ("report.json", "samples.jsonl")
 # What each command writes into its folder besides Hydra's `.hydra/` and `<job>.log`.
@@ -54,7 +54,7 @@ def continues_in_place(config: DictConfig, folder: Path) -> bool:
     if record.get("status") == "running" and _alive(record):
         return False
     try:
-        return upgraded(record.get("config")) == run_config(_task_config(config))
+        return comparable(upgraded(record.get("config"))) == comparable(run_config(_task_config(config)))
     except Exception:  # noqa: BLE001 (a config that does not resolve here is judged by train() later)
         return False
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from coconut import CONFIG_DIR
 from coconut.commands.checks import prepare_command
+from coconut.commands.config import DataConfig
 from coconut.commands.evaluate import run_evaluation
 from coconut.core.errors import ConfigError
 from coconut.eval.suite import summarize, write_summary
@@ -36,7 +37,7 @@ def benchmark_config(cfg: DictConfig, name: str) -> DictConfig:
         raise ConfigError(f"benchmarks: no data config {name!r} (conf/data/{name}.yaml); choose from {known}")
     bench = cfg.copy()
     with open_dict(bench):
-        bench.data = OmegaConf.load(path)
+        bench.data = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(path))  # typed as data=<name>
         bench.paths.output_dir = str(Path(cfg.paths.output_dir) / name)
         bench.benchmarks = None
     return bench

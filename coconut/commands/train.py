@@ -24,7 +24,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from coconut.commands.build import Built, build_curriculum, build_method, build_training
-from coconut.commands.checks import check_accelerator, validate_config
+from coconut.commands.checks import check_accelerator
+from coconut.commands.config import TrainConfig, validate_config
 from coconut.core.base_model import save_tokenizer
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
@@ -35,7 +36,7 @@ from coconut.training.callbacks import CurriculumCallback, StageBestCheckpoint
 from coconut.training.checkpoints import require_complete, require_fits
 from coconut.training.cpu_load import FollowCpuLoad
 from coconut.training.datamodule import CoconutDataModule
-from coconut.training.gate import NOT_LEARNT, GateConfig, LearningGate, StageNotLearnt
+from coconut.training.gate import NOT_LEARNT, LearningGate, StageNotLearnt
 from coconut.training.health import StopOnNonFiniteLoss
 from coconut.training.progress_log import LogMetrics
 from coconut.training.runs import recorded, resume_point, run_config
@@ -53,16 +54,16 @@ def describe(cfg: DictConfig, datamodule: CoconutDataModule, curriculum: Curricu
     return (
         f"method={method.name} | train/val/test = {len(train)}/{len(datamodule.samples['val'])}/"
         f"{len(datamodule.samples['test'])} records, {n_steps:.1f} steps each | stages {stages} over "
-        f"{cfg.trainer.max_epochs} epochs | {curriculum.latents_per_step} thoughts per step, "
+        f"{cfg.trainer.max_epochs} epochs | {curriculum.c_thought} thoughts per step, "
         f"~{final} per sample at the final stage | {len(train) // cfg.data.batch_size} steps/epoch"
         + (f" | starts at stage {curriculum.start_stage}" if curriculum.start_stage else "")
     )
 
 
-def start(cfg: DictConfig):
+def start(cfg: DictConfig) -> tuple[TrainConfig, object]:
     """The config's checks, the CPU threads (CPU runs: from the allowed cores, fewer while others use
-    them) and the seed; returns the thread governor."""
-    validate_config(cfg)
+    them) and the seed; returns the typed config and the thread governor."""
+    config = validate_config(cfg)  # types and ranges of every key, old knob names read as the new
     check_accelerator("trainer.accelerator", cfg.trainer.get("accelerator"))
     devices = cfg.trainer.get("devices")
     cpu_threads = apply_cpu_threads(
@@ -71,7 +72,7 @@ def start(cfg: DictConfig):
         processes=devices if isinstance(devices, int) else 1,
     )
     L.seed_everything(cfg.seed, workers=True)
-    return cpu_threads
+    return config, cpu_threads
 
 
 def check_start_stage(cfg: DictConfig, curriculum: Curriculum) -> None:
@@ -110,20 +111,20 @@ class TrainerRun:
     gate: LearningGate
 
 
-def build_trainer(cfg: DictConfig, built: Built, cpu_threads) -> TrainerRun:
+def build_trainer(cfg: DictConfig, config: TrainConfig, built: Built, cpu_threads) -> TrainerRun:
     """The callbacks (the curriculum's, the best checkpoint per stage, the learning gate, the
     configured ones), the loggers and the Lightning Trainer of `cfg.trainer`."""
     curriculum, method = built.curriculum, built.method
     stage_best = StageBestCheckpoint(
         str(Path(cfg.paths.output_dir) / "checkpoints"), curriculum, method, monitor="val/acc"
     )
-    gate = LearningGate(GateConfig(**(cfg.get("gate") or {})), curriculum, method)
+    gate = LearningGate(config.gate.gate(), curriculum, method)
     callbacks = [
         CurriculumCallback(
             curriculum,
             method,
-            cfg.curriculum.reset_optimizer,
-            latent_lr_scale=cfg.curriculum.get("latent_lr_scale", 1.0),
+            config.curriculum.reset_optimizer,
+            latent_lr_scale=config.curriculum.latent_lr_scale,
         ),
         StopOnNonFiniteLoss(),
         FollowCpuLoad(cpu_threads),
@@ -176,7 +177,7 @@ def write_metrics(output_dir: Path, run: TrainerRun, metrics: dict, run_cfg: dic
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Trains (and optionally tests) one configuration; returns the final logged metrics."""
-    cpu_threads = start(cfg)
+    config, cpu_threads = start(cfg)
     output_dir = Path(cfg.paths.output_dir)
     curriculum, method = build_curriculum(cfg), build_method(cfg)
     check_start_stage(cfg, curriculum)
@@ -185,7 +186,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     built = build_training(cfg, method, curriculum)
     save_tokenizer(built.tokenizer, output_dir / "tokenizer")
     log.info(describe(cfg, built.datamodule, curriculum, method))
-    run = build_trainer(cfg, built, cpu_threads)
+    run = build_trainer(cfg, config, built, cpu_threads)
     if ckpt_path is not None:  # another architecture or vocabulary: one message, not Lightning's size mismatch
         require_fits(ckpt_path, built.module, OmegaConf.to_container(cfg.model, resolve=True))
     metrics = fit(cfg, built, run, ckpt_path, run_cfg, cpu_threads)

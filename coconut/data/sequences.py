@@ -105,7 +105,7 @@ def build_sequence(
     plan = stage_plan(method, curriculum, stage, len(sample.steps))
     prompt = sample.question + thought_span(method, ids, plan.thoughts)
     text = list(chain.from_iterable(sample.steps[plan.steps_dropped :])) + sample.answer
-    targets = thought_targets(sample, plan, curriculum.latents_per_step) if method.thought == "continuous" else ()
+    targets = thought_targets(sample, plan, curriculum.c_thought) if method.thought == "continuous" else ()
     return Sequence(prompt + text, [IGNORE] * len(prompt) + text, plan.thoughts, targets)
 
 

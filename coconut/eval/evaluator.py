@@ -225,7 +225,7 @@ def reasoning_of(
                 reference_steps=list(steps),
                 # The final stage drops "all steps" (a sentinel larger than any chain).
                 steps_replaced=min(stage_plan(method, curriculum, stage, len(steps)).steps_dropped, len(steps)),
-                latents_per_step=curriculum.latents_per_step,
+                latents_per_step=curriculum.c_thought,
                 thought_tokens=tokens,
                 written=written_steps(answer.text),
             )

@@ -46,7 +46,7 @@ def thoughts_used(method: Method, curriculum: Curriculum, stage: int, n_thoughts
     else:
         origin = (
             f"stage {method.stage_for(stage, curriculum.final_stage)}: min(stage, max_latent_stage="
-            f"{curriculum.max_latent_stage}) x c={curriculum.latents_per_step}, the same for every question "
+            f"{curriculum.max_latent_stage}) x c={curriculum.c_thought}, the same for every question "
             "(never the reference steps)"
         )
     return {"thoughts_per_question": count, "thoughts_from": origin}

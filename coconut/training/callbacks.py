@@ -42,12 +42,7 @@ class CurriculumCallback(L.Callback):
         reset_optimizer: str = "stage_change",
         latent_lr_scale: float = 1.0,
     ):
-        if reset_optimizer not in ("never", "stage_change", "every_epoch"):
-            raise ConfigError(
-                f"curriculum.reset_optimizer must be never, stage_change or every_epoch, got {reset_optimizer!r}"
-            )
-        if not latent_lr_scale > 0:
-            raise ConfigError(f"curriculum.latent_lr_scale must be > 0, got {latent_lr_scale}")
+        # reset_optimizer and latent_lr_scale are checked with the config (coconut/commands/config.py).
         self.curriculum, self.method, self.reset_optimizer = curriculum, method, reset_optimizer
         self.latent_lr_scale = latent_lr_scale
         self.trained_epoch: int | None = None  # the epoch of the last batch this process trained

@@ -158,7 +158,7 @@ class ThoughtDiagnostics(L.Callback):
         # objective trains, where the LM head (untied on the Llama presets) shows noise.
         read = getattr(pl_module, "legibility_read", "lm_head")
         vectors_read, to_logits = thought_reading(model, read)
-        c = datamodule.curriculum.latents_per_step
+        c = datamodule.curriculum.c_thought
         records = datamodule.records["val"]
         graphs = [parse_graph(records[i].question) for i in range(min(self.table_samples, len(per_row)))]
         vectors, labels, lines = [], [], []

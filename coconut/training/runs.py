@@ -42,18 +42,59 @@ MOVED_TARGETS = {
     "coconut.diagnostics.ThoughtDiagnostics": "coconut.training.diagnostics.ThoughtDiagnostics",
 }
 OLD_DATA_ROOT = "./data/"  # paths.data_dir before it was absolute
+# Knobs renamed to the official code's names (facebookresearch/coconut); old records, checkpoints and
+# command lines that use the old names are read as the new, with a deprecation message.
+RENAMED = {
+    "curriculum.latents_per_step": "curriculum.c_thought",
+    "curriculum.stage_mix_prob": "curriculum.uniform_prob",
+}
+_warned: set[str] = set()
+
+
+def deprecated(old: str, new: str) -> None:
+    """One deprecation message per old name and process: `old` is read as `new`."""
+    if old not in _warned:
+        _warned.add(old)
+        log.warning("%s is deprecated: read as %s (the official code's name). Use the new name", old, new)
+
+
+def renamed_knobs(config):
+    """`config` (a whole config, as plain containers) with the old names of `RENAMED` knobs read as the
+    new ones. An old `latents_per_step` wins over `c_thought` (it was set apart from it, or equal)."""
+    curriculum = config.get("curriculum") if isinstance(config, dict) else None
+    if not isinstance(curriculum, dict) or not any(k.split(".")[1] in curriculum for k in RENAMED):
+        return config
+    curriculum = dict(curriculum)
+    for old, new in RENAMED.items():
+        old_leaf, new_leaf = old.split(".")[1], new.split(".")[1]
+        if old_leaf in curriculum:
+            value = curriculum.pop(old_leaf)
+            deprecated(old, f"{new}={value}")
+            curriculum[new_leaf] = value
+    return {**config, "curriculum": curriculum}
+
+
+def comparable(config):
+    """`config` without its null values: a key the schema added as null (coconut/commands/config.py)
+    reads the same as one an older run did not record."""
+    if isinstance(config, dict):
+        return {k: comparable(v) for k, v in config.items() if v is not None}
+    if isinstance(config, list):
+        return [comparable(v) for v in config]
+    return config
 
 
 def upgraded(config):
-    """`config` (a recorded run's or a checkpoint's, as plain containers) with moved `_target_`s
-    renamed, and data files recorded under the relative `./data/` (the data root was the current
-    folder's `data/`) read as the data root's (`coconut.data.prepare.data_root`)."""
+    """`config` (a recorded run's or a checkpoint's, as plain containers) with renamed knobs read
+    under their new names (`renamed_knobs`), moved `_target_`s renamed, and data files recorded
+    under the relative `./data/` (the data root was the current folder's `data/`) read as the data
+    root's (`coconut.data.prepare.data_root`)."""
     if isinstance(config, str) and config.startswith(OLD_DATA_ROOT):
         return str(data_root() / config.removeprefix(OLD_DATA_ROOT))
     if isinstance(config, dict):
         return {
             k: MOVED_TARGETS.get(v, v) if k == "_target_" and isinstance(v, str) else upgraded(v)
-            for k, v in config.items()
+            for k, v in renamed_knobs(config).items()
         }
     if isinstance(config, list):
         return [upgraded(v) for v in config]
@@ -170,7 +211,12 @@ def find_resumable(search_dirs: list[Path], config: dict) -> Resumable | None:
                 damaged[path.parent.resolve()] = damaged_run(path.parent)
     # A run that resumed from another run's checkpoint takes its place (resuming in place does not count).
     superseded = {_checkpoint_run(r) for folder, r in runs.items() if _checkpoint_run(r) not in (None, folder)}
-    same = [(r.get("started", 0), folder, r) for folder, r in runs.items() if upgraded(r.get("config")) == config]
+    config = comparable(config)
+    same = [
+        (r.get("started", 0), folder, r)
+        for folder, r in runs.items()
+        if comparable(upgraded(r.get("config"))) == config
+    ]
     same = [item for item in same if item[1] not in superseded]
     newest = max((item[0] for item in same), default=0)
     for folder, reason in sorted(damaged.items()):
