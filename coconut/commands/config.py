@@ -375,9 +375,11 @@ class EvalConfig:
     data: DataConfig | None = None  # null: the checkpoint's own data config
     method: MethodConfig | None = None  # null: the method the checkpoint was trained with
     paths: dict[str, Any] = field(default_factory=dict)  # conf/paths/
+    trainer: dict[str, Any] = field(default_factory=dict)  # Lightning's Trainer for trainer.devices > 1
 
     def problems(self) -> list[str]:
         problems = _checkpoint_problems(self)
+        _count(problems, "trainer.devices", self.trainer.get("devices"), 1, optional=True)
         _count(problems, "limit", self.limit, 1, " (or null: every question)", optional=True)
         _count(problems, "max_new_tokens", self.max_new_tokens, 1, " (or null: the data config's)", optional=True)
         _count(problems, "cpu_threads", self.cpu_threads, 1, " (or null for the automatic choice)", optional=True)
