@@ -177,7 +177,7 @@ def test_reading_thoughts_by_a_readout_needs_a_sparse_readout_checkpoint(trained
     refused = "legibility.read=readout .* trained with identity. Fix: legibility.read=lm_head"
     with pytest.raises(ConfigError, match=refused):
         run_evaluation(eval_cfg(tmp_path / "readout", ckpt, "legibility.read=readout"))
-    with pytest.raises(ConfigError, match="legibility.read=probe: choose one of lm_head, readout"):
+    with pytest.raises(ConfigError, match="legibility.read must be one of lm_head, readout, got .probe."):
         run_evaluation(eval_cfg(tmp_path / "probe", ckpt, "legibility.read=probe"))
     assert not (tmp_path / "readout").exists() and not (tmp_path / "probe").exists()
 

@@ -110,7 +110,7 @@ def test_an_epoch_milestone_trains_like_the_step_milestone_at_that_epochs_first_
 
 
 def test_a_scheduler_interval_other_than_step_or_epoch_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="scheduler_interval must be step or epoch, got 'batch'"):
+    with pytest.raises(ConfigError, match="scheduler_interval must be one of step, epoch, got 'batch'"):
         train(tiny_cfg(tmp_path, *RUN, "scheduler_interval=batch"))
 
 

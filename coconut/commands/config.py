@@ -459,6 +459,20 @@ def typed(cfg: DictConfig, schema: type):
         raise ConfigError(f"invalid configuration: {key}: {str(error).splitlines()[0]}. {FIX}") from None
 
 
+def _unused_paths_left_out(cfg: DictConfig) -> DictConfig:
+    """A copy of an eval config whose data paths of the splits not evaluated are null where missing."""
+    data = cfg.get("data")
+    if not isinstance(data, DictConfig):
+        return cfg
+    copy = cfg.copy()
+    with open_dict(copy):
+        for split in ("train", "val", "test"):
+            key = f"{split}_path"
+            if split != cfg.get("split") and key in data and OmegaConf.is_missing(data, key):
+                copy.data[key] = None
+    return copy
+
+
 def _raise(problems: list[str]) -> None:
     if problems:
         raise ConfigError(f"invalid configuration: {'; '.join(problems)}. {FIX}")
@@ -472,8 +486,10 @@ def validate_config(cfg: DictConfig) -> TrainConfig:
 
 
 def validate_eval_config(cfg: DictConfig) -> EvalConfig:
-    """A composed coconut-eval config as an EvalConfig; one ConfigError listing every problem."""
-    config = typed(cfg, EvalConfig)
+    """A composed coconut-eval config as an EvalConfig; one ConfigError listing every problem. Only
+    the evaluated split's file must be given (`data=files data.test_path=...`): the others may stay ???."""
+    _upgrade_in_place(cfg)
+    config = typed(_unused_paths_left_out(cfg), EvalConfig)
     _raise(config.problems())
     return config
 
