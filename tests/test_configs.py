@@ -85,3 +85,40 @@ def test_the_schema_holds_every_key_of_the_shipped_configs_and_one_comment_per_f
             for f in fields(node):
                 line = next(line for line in source.splitlines() if line.strip().startswith(f"{f.name}:"))
                 assert "  # " in line, f"{node.__name__}.{f.name} has no comment"
+
+
+def _with_old_knob_names(config: dict) -> dict:
+    """A recorded config as coconut wrote it before the rename: latents_per_step, stage_mix_prob."""
+    curriculum = dict(config["curriculum"])
+    curriculum["latents_per_step"] = curriculum.pop("c_thought")
+    curriculum["stage_mix_prob"] = curriculum.pop("uniform_prob")
+    return {**config, "curriculum": curriculum}
+
+
+def test_a_checkpoint_and_run_folder_with_the_old_knob_names_evaluate_and_resume(tmp_path):
+    """A run written before the rename: its checkpoint evaluates to the same report as under the new
+    names and training resumes from it at the next stage (resume=auto's match of an old run.json:
+    the test above)."""
+    import torch
+    from conftest import scalars, tiny_cfg
+
+    from coconut.commands.evaluate import run_evaluation
+    from coconut.commands.train import train
+
+    run = tmp_path / "run"
+    train(tiny_cfg(run, "trainer.max_epochs=1", "test=false"))
+    last = run / "checkpoints" / "last.ckpt"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        evaluate = [f"ckpt_path={last}", "limit=4", "legibility.measure=false"]
+        new = run_evaluation(compose("eval", overrides=[*evaluate, f"paths.output_dir={tmp_path / 'new'}"]))
+        saved = torch.load(last, weights_only=False)
+        saved["hyper_parameters"]["config"] = _with_old_knob_names(saved["hyper_parameters"]["config"])
+        torch.save(saved, last)
+        old = run_evaluation(compose("eval", overrides=[*evaluate, f"paths.output_dir={tmp_path / 'old'}"]))
+    assert {k: v for k, v in old.items() if k not in ("latency", "config")} == {
+        k: v for k, v in new.items() if k not in ("latency", "config")
+    }
+    resumed = tmp_path / "resumed"
+    train(tiny_cfg(resumed, "trainer.max_epochs=2", "test=false", f"ckpt_path={last}"))
+    assert [v for _, v in scalars(resumed)["curriculum/stage"]] == [1.0]
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2 * 2
