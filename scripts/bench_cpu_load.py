@@ -1,5 +1,5 @@
 """Benchmark: the quickstart's training step on the CPU alone, beside one busy process and beside two,
-under torch's old default and coconut's thread policy (coconut/core/threads.py), interleaved in one run.
+under torch's old default and coconut's thread policy (coconut/training/threads.py), interleaved in one run.
 
     python scripts/bench_cpu_load.py [--steps 20] [--rounds 2] [--loads 0,1,2] [--workload train|generate]
     python scripts/bench_cpu_load.py --priority ...   # on a shared machine: as if it ran only this benchmark
@@ -58,8 +58,8 @@ def child(config: str, workload: str, steps: int, busy: int) -> None:
 
     from coconut.core.generation import generate  # noqa: PLC0415
     from coconut.core.model import ContinuousThoughtLM  # noqa: PLC0415
-    from coconut.core.threads import apply_cpu_threads  # noqa: PLC0415
     from coconut.data.collate import collate_prompts, collate_training  # noqa: PLC0415
+    from coconut.training.threads import apply_cpu_threads  # noqa: PLC0415
 
     threads = None
     if config == "new":

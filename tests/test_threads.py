@@ -1,4 +1,4 @@
-"""The CPU thread policy (coconut/core/threads.py): the most threads as a pure function of the allowed
+"""The CPU thread policy (coconut/training/threads.py): the most threads as a pure function of the allowed
 cores and the config, the count following the cores other processes leave free, and the choice logged
 and recorded in run.json. (Speed alone and under load: scripts/bench_cpu_load.py.)"""
 
@@ -13,7 +13,9 @@ from conftest import tiny_cfg
 
 from coconut.commands.train import train
 from coconut.core.errors import ConfigError
-from coconut.core.threads import (
+from coconut.training.cpu_time import CpuClock, cpu_time_since, describe_cpu_time
+from coconut.training.runs import run_config
+from coconut.training.threads import (
     BUSY_SAMPLES_BEFORE_WARNING,
     ThreadGovernor,
     apply_cpu_threads,
@@ -25,8 +27,6 @@ from coconut.core.threads import (
     threads_for_load,
     usable_cores,
 )
-from coconut.training.cpu_time import CpuClock, cpu_time_since, describe_cpu_time
-from coconut.training.runs import run_config
 
 
 # -- the choice ------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_a_fixed_count_keeps_its_threads_and_warns_once_when_other_processes_hol
             clock[0] += 1.0
             assert governor.update() == 2
 
-    with caplog.at_level(logging.WARNING, logger="coconut.core.threads"):
+    with caplog.at_level(logging.WARNING, logger="coconut.training.threads"):
         governor.update()
         seconds(BUSY_SAMPLES_BEFORE_WARNING - 1, busy=1.0)  # one busy process, but not yet for long
         seconds(1, busy=0.0)  # it stopped: the count starts again
@@ -203,7 +203,7 @@ def test_the_choice_is_logged_and_recorded_in_run_json_and_not_part_of_the_run_c
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the automatic choice, following the load
     before = torch.get_num_threads()
     try:
-        with caplog.at_level("INFO", logger="coconut.core.threads"):
+        with caplog.at_level("INFO", logger="coconut.training.threads"):
             train(tiny_cfg(tmp_path, "trainer.max_epochs=1", "test=false", "trainer.cpu_threads=null"))
     finally:
         torch.set_num_threads(before)
@@ -214,7 +214,7 @@ def test_the_choice_is_logged_and_recorded_in_run_json_and_not_part_of_the_run_c
         "source": f"automatic: {usable_cores()} cores this process may use, fewer while other processes use them",
         "OMP_WAIT_POLICY": wait,
     }
-    lines = [r.getMessage() for r in caplog.records if r.name == "coconut.core.threads" and r.levelname == "INFO"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "coconut.training.threads" and r.levelname == "INFO"]
     assert lines == [f"CPU threads: {record['threads']} ({record['source']}) | OMP_WAIT_POLICY={wait}"]
     # Another thread count resumes the same run: the count is not what the run trains.
     assert run_config(tiny_cfg(tmp_path, "trainer.cpu_threads=3")) == run_config(tiny_cfg(tmp_path))

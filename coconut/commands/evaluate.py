@@ -31,7 +31,6 @@ from coconut.core.base_model import max_positions
 from coconut.core.errors import ConfigError, UserInputError
 from coconut.core.legibility_objective import READS
 from coconut.core.thought_projection import projection_config
-from coconut.core.threads import apply_cpu_threads
 from coconut.core.tokens import special_ids
 from coconut.data.benchmarks import FORMATS
 from coconut.data.checks import keep_answerable
@@ -46,6 +45,7 @@ from coconut.eval.suite import thoughts_used
 from coconut.training.datamodule import prompt_loader
 from coconut.training.predict import lightning_answerer, predict_trainer
 from coconut.training.runs import holds_a_run
+from coconut.training.threads import apply_cpu_threads
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from coconut.core.base_model import save_tokenizer
 from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
 from coconut.core.methods import Method
-from coconut.core.threads import apply_cpu_threads
 from coconut.eval.report import flat_params, write_hparams
 from coconut.training.callbacks import CurriculumCallback, StageBestCheckpoint
 from coconut.training.checkpoints import require_complete, require_fits
@@ -41,6 +40,7 @@ from coconut.training.health import StopOnNonFiniteLoss
 from coconut.training.progress_log import LogMetrics
 from coconut.training.runs import recorded, resume_point, run_config
 from coconut.training.strategies import build_strategy
+from coconut.training.threads import apply_cpu_threads
 
 log = logging.getLogger(__name__)
 

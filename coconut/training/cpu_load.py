@@ -1,11 +1,11 @@
-"""The Lightning side of coconut/core/threads.py: between batches of every loop (training, validation
+"""The Lightning side of coconut/training/threads.py: between batches of every loop (training, validation
 with its generation, test), torch's CPU thread count follows the cores other processes leave free."""
 
 from __future__ import annotations
 
 import lightning as L
 
-from coconut.core.threads import CpuThreads
+from coconut.training.threads import CpuThreads
 
 
 class FollowCpuLoad(L.Callback):

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from coconut.core.threads import PROC_STAT, allowed_cpus, cpu_ticks
+from coconut.training.threads import PROC_STAT, allowed_cpus, cpu_ticks
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class CpuClock:
     """A reading of the process's CPU seconds and its cores' /proc/stat counters."""
 
     process_s: float
-    ticks: list[int] | None  # coconut.core.threads.cpu_ticks
+    ticks: list[int] | None  # coconut.training.threads.cpu_ticks
 
     @classmethod
     def read(cls, stat: Path = PROC_STAT) -> CpuClock:

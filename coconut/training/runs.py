@@ -159,7 +159,7 @@ def start_run(folder: Path, config: dict, resumed_from: Path | None, cpu_threads
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "resumed_from": str(resumed_from) if resumed_from else None,
-        "cpu_threads": cpu_threads,  # coconut.core.threads.apply_cpu_threads: threads, why, OMP_WAIT_POLICY
+        "cpu_threads": cpu_threads,  # coconut.training.threads.apply_cpu_threads: threads, why, OMP_WAIT_POLICY
         "config": config,
     }
     write_run(folder, record)
