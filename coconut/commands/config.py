@@ -468,7 +468,7 @@ def _unused_paths_left_out(cfg: DictConfig) -> DictConfig:
     with open_dict(copy):
         for split in ("train", "val", "test"):
             key = f"{split}_path"
-            if split != cfg.get("split") and key in data and OmegaConf.is_missing(data, key):
+            if split != cfg.get("split") and key in data.keys() and OmegaConf.is_missing(data, key):
                 copy.data[key] = None
     return copy
 
