@@ -118,6 +118,7 @@ class MethodConfig:
     tokens_removed_per_epoch: int | None = None  # stage: tokens only: CoT tokens removed per epoch (iCoT's Delta)
     removal_smoothing_lambda: float | None = None  # stage: tokens only: removal smoothing; null: off
     remove_all_beyond: int | None = None  # stage: tokens only: remove the whole chain from this count on
+    jacobi_iterations: int | None = None  # PCCoT: thoughts by T parallel Jacobi updates; null: sequential
 
     def method(self) -> Method:
         """The core `Method` (whose own checks raise ConfigError); keys left null take its defaults."""

@@ -325,6 +325,8 @@ def load_any(path: str, cfg: DictConfig) -> LoadedCheckpoint:
     and curriculum.c_thought / max_latent_stage."""
     loaded = _load_any(path, cfg)
     _check_thought_count(loaded, cfg)
+    # How the thoughts are computed is the method's (method=pccot method.jacobi_iterations=T overrides it).
+    loaded.model.jacobi_iterations = loaded.method.jacobi_iterations
     return loaded
 
 

@@ -11,6 +11,9 @@ map onto them:
   pause_as_thought  COCONUT's curriculum with `<pause>` tokens in place of the thoughts
   no_curriculum     COCONUT trained on the final stage from the first epoch ("w/o curriculum")
   no_thought        the curriculum removes steps, nothing takes their place ("w/o thought")
+  pccot             PCCoT (Wu et al. 2025, arXiv:2506.18582): the final stage from the first
+                    epoch, its thoughts computed by `jacobi_iterations` parallel Jacobi updates
+                    instead of one after another (core/jacobi.py)
   icot              stepwise internalization (Deng et al. 2024, "From explicit CoT to implicit
                     CoT"): `tokens_removed_per_epoch` CoT tokens removed from the start of the
                     chain of thought each epoch (`stage: tokens`)
@@ -51,12 +54,24 @@ class Method:
     tokens_removed_per_epoch: int = 0
     removal_smoothing_lambda: float | None = None
     remove_all_beyond: int | None = None
+    # Continuous thoughts by T parallel Jacobi updates (PCCoT's num_iterations), at training and at
+    # inference; null: one after another (COCONUT).
+    jacobi_iterations: int | None = None
 
     def __post_init__(self):
         if self.thought not in THOUGHTS:
             raise ConfigError(f"method.thought must be one of {', '.join(THOUGHTS)}, got {self.thought!r}")
         if self.stage not in STAGE_RULES:
             raise ConfigError(f"method.stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
+        iterations = self.jacobi_iterations
+        if iterations is not None:
+            if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+                raise ConfigError(f"method.jacobi_iterations must be an integer >= 0 or null, got {iterations!r}")
+            if self.thought != "continuous":
+                raise ConfigError(
+                    f"method={self.name}: jacobi_iterations={iterations} iterates continuous thoughts; "
+                    f"method.thought={self.thought} has none. Fix: method.jacobi_iterations=null"
+                )
         if self.stage != "tokens":
             return
         if self.thought != "none" or self.markers:

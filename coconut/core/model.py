@@ -34,6 +34,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from coconut.core.band_columns import column_pass
 from coconut.core.decoder_probe import cache_keyword, probe_decoder
+from coconut.core.jacobi import jacobi_run
 from coconut.core.thought_band import buffered_cache, deferred_weight_grads
 
 # (thoughts (B, 1, D), column of the input) -> the thoughts to feed; rows that are not latent at
@@ -117,14 +118,22 @@ class ContinuousThoughtLM(nn.Module):
     """Wraps `lm` (any `AutoModelForCausalLM`) so that `latent_token_id` positions carry thoughts.
 
     `thought_projection` maps the hidden state to the next input embedding; the paper uses the
-    identity.
+    identity. `jacobi_iterations` = T computes the thoughts by T parallel Jacobi updates instead
+    (PCCoT, core/jacobi.py); None, the default, feeds them one after another.
     """
 
-    def __init__(self, lm: PreTrainedModel, latent_token_id: int, thought_projection: nn.Module | None = None):
+    def __init__(
+        self,
+        lm: PreTrainedModel,
+        latent_token_id: int,
+        thought_projection: nn.Module | None = None,
+        jacobi_iterations: int | None = None,
+    ):
         super().__init__()
         self.lm = lm
         self.latent_token_id = latent_token_id
         self.thought_projection = thought_projection or nn.Identity()
+        self.jacobi_iterations = jacobi_iterations
         # Whether the decoder must be given position ids, from how it treats a left-padded row (a
         # decoder that takes them through **kwargs, or builds ALiBi from the mask like Bloom, cannot
         # be told from its signature); raises for a model this forward cannot reproduce.
@@ -178,7 +187,8 @@ class ContinuousThoughtLM(nn.Module):
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)[:, -input_ids.shape[1] :]
         if cache is None:  # in training, one that the band's columns do not copy (thought_band.py)
-            grad = torch.is_grad_enabled()
+            # (The Jacobi forward crops its cache after each iteration: a plain one.)
+            grad = torch.is_grad_enabled() and self.jacobi_iterations is None
             cache = buffered_cache(self.lm.config, input_ids.shape[1]) if grad else DynamicCache(config=self.lm.config)
         past = cache.get_seq_length()
         embeds = self.embed(input_ids)  # (B, T, D)
@@ -193,6 +203,12 @@ class ContinuousThoughtLM(nn.Module):
                 "a <|latent|> token cannot start a (continued) sequence: its thought is the hidden state "
                 "of the position before it"
             )
+        if self.jacobi_iterations is not None:  # PCCoT: every thought updated at once, T times
+            hidden, self.last_thought_norms = jacobi_run(
+                self._decode, self.thought_projection, self.jacobi_iterations, embeds, is_latent,
+                attention_mask, position_ids, cache, (lo, hi), thought_hook
+            )  # fmt: skip
+            return hidden, cache
         # In training, every pass's linear layers leave their weight gradients to one product per
         # weight, which the prefix pass's backward (autograd's last) computes (thought_band.py).
         band_grads = deferred_weight_grads(self.decoder)
