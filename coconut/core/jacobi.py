@@ -35,10 +35,10 @@ What the paper does and where this differs:
   max_latent_stage x c_thought for every question, as they do (24 = 3 x 8).
 - Their optional projection (`use_projection`: Linear, GELU, Linear, LayerNorm; off by default) is
   this project's `model.thought_projection`, applied to the whole band per iteration.
-- Their code cannot run here: its model classes subclass transformers 4.x's GPT-2 / Llama and pass
-  the question's cache as a list of (key, value) tuples sliced per layer (`past_key_values[l][0]`),
-  which transformers >= 5.4 (this project's floor) no longer accepts, and its forward requires
-  CODI's teacher batch (`cot_input_ids`, `cot_kd_indices`). tests/test_jacobi.py checks this
+- Their code cannot run here: its model classes subclass transformers 4.x's GPT-2 / Llama and slice
+  the question's cache per layer (`past_key_values[l][0]`), which fails on transformers >= 5.4 (this
+  project's floor: "'DynamicCache' object is not subscriptable"), and its forward requires CODI's
+  teacher batch (`cot_input_ids`, `cot_kd_indices`). tests/test_jacobi.py checks this
   forward against the equations above, written out step by step in float64.
 
 A thought hook (eval/thought_hooks.py) sees every band column's thoughts at every iteration, in
