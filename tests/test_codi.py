@@ -1,0 +1,165 @@
+"""CODI (coconut/core/codi.py): its loss against a plain step-by-step computation of the official
+code's equations, against the official code itself where a copy of it is at hand, and end to end
+(coconut-train method=codi, then coconut-eval and coconut-export on its checkpoint)."""
+
+import pytest
+import torch
+from conftest import tiny_lm
+from torch import nn
+
+from coconut.core.codi import codi_loss
+from coconut.core.curriculum import Curriculum
+from coconut.core.methods import Method
+from coconut.core.model import ContinuousThoughtLM
+from coconut.core.thought_projection import MLPProjection, ProjectionConfig
+from coconut.core.tokens import SpecialIds
+from coconut.data.dataset import StageDataset
+from coconut.data.sequences import TokenizedSample
+from coconut.training.datamodule import _collate_sequences
+
+START, END, LATENT, PAUSE, EOS = 60, 61, 62, 63, 0
+IDS = SpecialIds(start_latent=START, end_latent=END, latent=LATENT, pause=PAUSE, eos=EOS, pad=EOS)
+METHOD = Method(
+    "codi", stage="final", num_latent=3, self_distillation=True, distill_loss_factor=2.0, ref_loss_factor=0.5
+)
+# Questions of different lengths (left padding), chains and answers of different lengths (right
+# padding); each answer is a 2-token prefix ("The answer is:"), the value, eos.
+SAMPLES = [
+    TokenizedSample([5, 6, 7], [[10, 11], [12, 13, 14], [15]], [20, 21, 30, EOS], answer_prefix=2),
+    TokenizedSample([8, 9, 5, 6, 7], [[16, 17], [18]], [20, 21, 31, 32, EOS], answer_prefix=2),
+    TokenizedSample([9, 8], [[19], [22, 23], [24, 25], [26]], [20, 21, 33, EOS], answer_prefix=2),
+]
+
+
+def codi_batch(samples=SAMPLES, method=METHOD, ids=IDS) -> dict:
+    data = StageDataset(samples, stage=0, method=method, curriculum=Curriculum(), ids=ids)
+    return _collate_sequences([data[i] for i in range(len(data))], ids.latent, ids.pad, teacher=True)
+
+
+def codi_model(seed: int = 0, dtype=torch.float64) -> ContinuousThoughtLM:
+    lm = tiny_lm("gpt2", seed=seed).to(dtype).eval()  # eval: no dropout, so a plain computation can match
+    projection = MLPProjection(lm.config.n_embd, ProjectionConfig("mlp", prj_dim=48), dtype=dtype)
+    return ContinuousThoughtLM(lm, LATENT, projection)
+
+
+def smooth_l1(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x.abs() < 1, 0.5 * x**2, x.abs() - 0.5)
+
+
+def reference_loss(model: ContinuousThoughtLM, samples=SAMPLES, method=METHOD, detach_teacher: bool = True):
+    """The official code's equations (zhenyi4/codi src/model.py:262-400), one record at a time, no
+    padding, no cache: each thought is the projected last-layer state over everything before it."""
+    lm, embed = model.lm, model.lm.get_input_embeddings()
+    student_nll, student_tokens, teacher_nll, teacher_tokens = 0.0, 0, 0.0, 0
+    s_layers, t_layers = [], []
+    for sample in samples:
+        # student: question, bot, thoughts, eot, answer
+        prompt = torch.tensor(sample.question + [START])
+        embeds = embed(prompt)
+        for _ in range(method.num_latent):
+            last = lm(inputs_embeds=embeds[None], output_hidden_states=True).hidden_states[-1][0, -1]
+            embeds = torch.cat([embeds, model.thought_projection(last)[None]])
+        answer = [END, *sample.answer]
+        embeds = torch.cat([embeds, embed(torch.tensor(answer))])
+        out = lm(inputs_embeds=embeds[None], output_hidden_states=True)
+        start = len(prompt) + method.num_latent  # the eot column
+        logits = out.logits[0, start:-1]  # eot ... predicts the answer
+        student_nll = student_nll - logits.log_softmax(-1)[range(len(answer) - 1), answer[1:]].sum()
+        student_tokens += len(answer) - 1
+        at = start + sample.answer_prefix  # eot + the prefix: its last token
+        s_layers.append([h[0, at] for h in out.hidden_states])
+        # teacher: question, the chain but its last step, answer; the question unlabelled
+        chain = [t for step in sample.steps[:-1] for t in step]
+        ids = sample.question + chain + sample.answer
+        out = lm(input_ids=torch.tensor(ids)[None], output_hidden_states=True)
+        first = len(sample.question)  # the first labelled token
+        logits = out.logits[0, first - 1 : -1]
+        teacher_nll = teacher_nll - logits.log_softmax(-1)[range(len(ids) - first), ids[first:]].sum()
+        teacher_tokens += len(ids) - first
+        at = len(sample.question) + len(chain) + sample.answer_prefix - 1
+        t_layers.append([h[0, at] for h in out.hidden_states])
+    layers = len(s_layers[0])
+    distill = 0.0
+    for layer in range(layers):
+        s = torch.stack([row[layer] for row in s_layers])  # (B, D)
+        t = torch.stack([row[layer] for row in t_layers])
+        t = t.detach() if detach_teacher else t
+        n = t.numel()
+        std = (((t - t.mean()) ** 2).sum() / (n - 1)).sqrt()
+        distill = distill + smooth_l1(s - t).mean() / std
+    distill = distill / layers
+    student, teacher = student_nll / student_tokens, teacher_nll / teacher_tokens
+    total = student + method.distill_loss_factor * distill + method.ref_loss_factor * teacher
+    return total, student, teacher, distill
+
+
+def grads(model: nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.zero_grad()
+    loss.backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def test_the_loss_and_its_gradient_equal_the_equations_step_by_step():
+    model = codi_model()
+    batch = codi_batch()
+    assert batch["input_ids"][:, batch["distill_column"]].diag().tolist() == [21, 21, 21]  # the prefix's last token
+    assert batch["teacher_input_ids"][:, batch["teacher_distill_column"]].diag().tolist() == [21, 21, 21]
+    ours = codi_loss(model, batch, METHOD)
+    total, student, teacher, distill = reference_loss(model)
+    for got, want in ((ours.student, student), (ours.teacher, teacher), (ours.distill, distill), (ours.loss, total)):
+        torch.testing.assert_close(got, want)
+    assert ours.distill > 0 and ours.teacher > 0
+    got, want = grads(model, ours.loss), grads(model, reference_loss(model)[0])
+    assert got.keys() == want.keys() and any(k.startswith("thought_projection.") for k in got)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], msg=name)
+
+
+def test_no_gradient_flows_through_the_teachers_side_of_the_distillation():
+    model = codi_model(seed=1)
+    batch = codi_batch()
+    got = grads(model, codi_loss(model, batch, METHOD).distill)
+    detached = grads(model, reference_loss(model)[3])
+    through_teacher = grads(model, reference_loss(model, detach_teacher=False)[3])
+    for name in detached:
+        torch.testing.assert_close(got[name], detached[name], msg=name)
+    # the test can tell: letting the gradient through the teacher changes it
+    assert any(not torch.allclose(detached[n], through_teacher[n]) for n in detached)
+
+
+def test_sequences_and_prompts_of_codi():
+    data = StageDataset(SAMPLES, stage=0, method=METHOD, curriculum=Curriculum(), ids=IDS)
+    item = data[0]
+    assert item["input_ids"] == [5, 6, 7, START, LATENT, LATENT, LATENT, END, 20, 21, 30, EOS]
+    assert item["labels"] == [-100] * 8 + [20, 21, 30, EOS]
+    assert item["teacher_input_ids"] == [5, 6, 7, 10, 11, 12, 13, 14, 20, 21, 30, EOS]  # the last step dropped
+    assert item["teacher_labels"] == [-100] * 3 + item["teacher_input_ids"][3:]
+    assert (item["distill_index"], item["teacher_distill_index"]) == (9, 9)
+    with_last = Method(**{**vars(METHOD), "include_last_cot": True})
+    assert StageDataset(SAMPLES, stage=0, method=with_last, curriculum=Curriculum(), ids=IDS)[0][
+        "teacher_input_ids"
+    ] == [5, 6, 7, 10, 11, 12, 13, 14, 15, 20, 21, 30, EOS]
+    from coconut.data.sequences import build_prompt  # noqa: PLC0415
+
+    # whatever the stage and the curriculum: num_latent thoughts
+    for stage in (0, 1, 5):
+        assert build_prompt(SAMPLES[2], stage, METHOD, Curriculum(max_latent_stage=1), IDS) == [
+            9, 8, START, LATENT, LATENT, LATENT, END
+        ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fields,match",
+    [
+        ({"stage": "curriculum"}, "self_distillation"),
+        ({"num_latent": None}, "self_distillation"),
+        ({"num_latent": 0}, "num_latent"),
+        ({"distill_loss_type": "kl"}, "distill_loss_type"),
+        ({"ref_loss_factor": -1.0}, "ref_loss_factor"),
+    ],
+)
+def test_bad_codi_values_are_named(fields, match):
+    from coconut.core.errors import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match=match):
+        Method(**{**vars(METHOD), **fields})
