@@ -2,6 +2,13 @@
 code's equations, against the official code itself where a copy of it is at hand, and end to end
 (coconut-train method=codi, then coconut-eval and coconut-export on its checkpoint)."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import tiny_lm
@@ -163,3 +170,98 @@ def test_bad_codi_values_are_named(fields, match):
 
     with pytest.raises(ConfigError, match=match):
         Method(**{**vars(METHOD), **fields})
+
+
+# -- against the official code (zhenyi4/codi), where a copy of it is at hand --------------------------
+CODI_MIRROR = Path("/work/.mirror/zhenyi4+codi/repo")  # a bare clone, as the `fetch` tool leaves it
+
+
+def official_source(tmp_path: Path) -> Path | None:
+    """src/model.py of zhenyi4/codi: from $CODI_SRC (a checkout) or the bare mirror; None if neither."""
+    if os.environ.get("CODI_SRC"):
+        path = Path(os.environ["CODI_SRC"]) / "src" / "model.py"
+        return path if path.is_file() else None
+    if not CODI_MIRROR.is_dir():
+        return None
+    shown = subprocess.run(
+        ["git", f"--git-dir={CODI_MIRROR}", "show", "HEAD:src/model.py"], capture_output=True, text=True
+    )
+    if shown.returncode:
+        return None
+    path = tmp_path / "codi_model.py"
+    path.write_text(shown.stdout)
+    return path
+
+
+def official_codi(source: Path, lm, method: Method, prj_dim: int, monkeypatch):
+    """Their CODI module around `lm` (its vocabulary grows by their pad, bot and eot), built by their
+    own __init__: `peft` (LoRA, not used) is stubbed, from_pretrained hands over `lm`."""
+    import transformers.training_args  # noqa: F401, PLC0415 (asks for peft before the stub is in)
+
+    peft = types.ModuleType("peft")
+    peft.get_peft_model = peft.PeftModel = peft.PeftConfig = None
+    monkeypatch.setitem(sys.modules, "peft", peft)
+    spec = importlib.util.spec_from_file_location("codi_official_model", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "AutoModelForCausalLM", types.SimpleNamespace(from_pretrained=lambda *a, **k: lm))
+    monkeypatch.setattr(module, "AutoTokenizer", types.SimpleNamespace(from_pretrained=lambda *a, **k: tokenizer))
+    tokenizer = types.SimpleNamespace(pad_token_id=EOS)
+    model_args = types.SimpleNamespace(model_name_or_path="gpt2", full_precision=True, train=True)
+    training_args = types.SimpleNamespace(
+        bf16=False, num_latent=method.num_latent, use_lora=False, use_prj=True, prj_dim=prj_dim, prj_dropout=0.0,
+        prj_no_ln=False, print_loss=False, ref_loss_factor=method.ref_loss_factor,
+        distill_loss_div_std=method.distill_loss_div_std, distill_loss_type=method.distill_loss_type,
+        distill_loss_factor=method.distill_loss_factor, fix_attn_mask=False, restore_from="",
+        print_ref_model_stats=False,
+    )  # fmt: skip
+    return module.CODI(model_args, training_args, lora_config=None)
+
+
+def official_batch(samples, codi, ids: SpecialIds) -> dict:
+    """Their collator's batch (train.py:166-216, 337-362, --remove_eos True) of `samples`."""
+    pad = nn.utils.rnn.pad_sequence
+    questions = [torch.tensor(s.question + [codi.bot_id]) for s in samples]
+    assert len({len(q) for q in questions}) == 1, "their latents attend to left padding (fix_attn_mask false)"
+    answers = [torch.tensor([codi.eot_id, *s.answer]) for s in samples]
+    refs = [torch.tensor(s.question + [t for step in s.steps[:-1] for t in step] + s.answer) for s in samples]
+    ref_labels = [torch.tensor([-100] * len(s.question) + r[len(s.question) :].tolist()) for s, r in zip(samples, refs)]
+    return {
+        "encoder_input_ids": torch.stack(questions),
+        "encoder_attention_mask": torch.ones(len(samples), len(questions[0]), dtype=torch.bool),
+        "decoder_input_ids": pad(answers, batch_first=True, padding_value=ids.pad),
+        "labels": pad(answers, batch_first=True, padding_value=-100),
+        "ref_input_ids": pad(refs, batch_first=True, padding_value=ids.pad),
+        "ref_labels": pad(ref_labels, batch_first=True, padding_value=-100),
+        "ref_attention_mask": pad(refs, batch_first=True, padding_value=ids.pad).ne(ids.pad),
+        # the answer's value: after the prefix (their "The answer is:")
+        "model_answer_position": torch.tensor([1 + s.answer_prefix for s in samples]),
+        "ref_answer_position": torch.tensor([len(r) - len(s.answer) + s.answer_prefix for s, r in zip(samples, refs)]),
+    }
+
+
+@pytest.mark.parametrize("loss_type", ["smooth_l1", "l2"])
+def test_the_loss_and_gradients_equal_the_official_codes(loss_type, tmp_path, monkeypatch):
+    source = official_source(tmp_path)
+    if source is None:
+        pytest.skip(f"zhenyi4/codi is not here: set CODI_SRC to a checkout, or fetch it to {CODI_MIRROR}")
+    lm = tiny_lm("gpt2").double().eval()  # eval: no dropout (their teacher runs twice, each with its own mask)
+    method = Method(**{**vars(METHOD), "distill_loss_type": loss_type})
+    codi = official_codi(source, lm, method, prj_dim=48, monkeypatch=monkeypatch)
+    codi.prj.double()
+    ids = SpecialIds(codi.bot_id, codi.eot_id, LATENT, PAUSE, EOS, EOS)  # their bot and eot as our markers
+    samples = [TokenizedSample([5, 6, 7], s.steps, s.answer, answer_prefix=2) for s in SAMPLES]  # no left padding
+    theirs = codi(**official_batch(samples, codi, ids))["loss"]
+    their_grads = grads(codi, theirs)
+    projection = MLPProjection(lm.config.n_embd, ProjectionConfig("mlp", prj_dim=48), dtype=torch.float64)
+    projection.load_state_dict(codi.prj.state_dict())
+    model = ContinuousThoughtLM(lm, LATENT, projection)
+    ours = codi_loss(model, codi_batch(samples, method, ids), method)
+    torch.testing.assert_close(ours.loss, theirs)
+    our_grads = grads(model, ours.loss)
+    renamed = {
+        k.replace("codi.", "lm.", 1).replace("prj.", "thought_projection.", 1): g for k, g in their_grads.items()
+    }
+    assert renamed.keys() == our_grads.keys()
+    for name, grad in renamed.items():
+        torch.testing.assert_close(our_grads[name], grad, msg=name)
