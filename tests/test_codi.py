@@ -3,6 +3,7 @@ code's equations, against the official code itself where a copy of it is at hand
 (coconut-train method=codi, then coconut-eval and coconut-export on its checkpoint)."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -11,9 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_lm
+from conftest import scalars, tiny_cfg, tiny_lm
+from hydra import compose, initialize_config_dir
 from torch import nn
 
+from coconut import CONFIG_DIR
+from coconut.commands.evaluate import run_evaluation
+from coconut.commands.export import export
+from coconut.commands.train import train
 from coconut.core.codi import codi_loss
 from coconut.core.curriculum import Curriculum
 from coconut.core.methods import Method
@@ -265,3 +271,54 @@ def test_the_loss_and_gradients_equal_the_official_codes(loss_type, tmp_path, mo
     assert renamed.keys() == our_grads.keys()
     for name, grad in renamed.items():
         torch.testing.assert_close(our_grads[name], grad, msg=name)
+
+
+# -- end to end ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def codi_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("codi")
+    train(tiny_cfg(run, "method=codi", "trainer.max_epochs=1", "test=false"))
+    return run
+
+
+def eval_cfg(output_dir: Path, *overrides: str, config: str = "eval"):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config, overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
+def test_train_logs_codis_terms_and_saves_its_projection(codi_run):
+    logged = scalars(codi_run)
+    for tag in ("train/loss", "train/student_loss", "train/teacher_loss", "train/distill_loss", "val/acc"):
+        assert tag in logged, f"{tag} missing; have {sorted(logged)}"
+    assert not any(tag.startswith("val/legibility/") for tag in logged)  # no step alignment to read
+    saved = torch.load(codi_run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["coconut"]["thought_projection"]["name"] == "mlp"
+    assert "model.thought_projection.ln.weight" in saved["state_dict"]
+
+
+def test_eval_answers_through_six_thoughts_and_says_which_metrics_do_not_apply(codi_run, tmp_path):
+    report = run_evaluation(eval_cfg(tmp_path, f"ckpt_path={codi_run / 'checkpoints' / 'last.ckpt'}"))
+    assert report["method"] == "codi" and report["tokens"]["thoughts_mean"] == 6
+    legibility = report["legibility"]
+    for name in ("decode_top1", "probe", "reasoning", "loss"):
+        assert legibility[name] is None and "no step" in legibility["not_applicable"][f"legibility.{name}"]
+    assert {"frontier", "intervention"} <= legibility["not_applicable"].keys()
+    assert set(legibility["ablation"]) == {"zeros", "mean", "other"}  # the ablations still apply
+    text = (tmp_path / "report.md").read_text()
+    assert "does not apply: legibility.decode_top1, legibility.decode_top5" in text
+    assert not any("n/a" in line and "decode_top1" in line for line in text.splitlines())
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert all(len(r["decoded_thoughts"]) == 6 and r["legibility"] is None for r in rows)
+
+
+def test_export_reads_back_with_the_same_answers(codi_run, tmp_path):
+    out = tmp_path / "exported"
+    ckpt = codi_run / "checkpoints" / "last.ckpt"
+    export(eval_cfg(tmp_path / "log", f"ckpt_path={ckpt}", f"out={out}", config="export"))
+    assert json.loads((out / "coconut.json").read_text())["n_thoughts"] == 6
+    data = ["data=arithmetic", "data.sizes.train=64", "data.sizes.val=16", "data.sizes.test=16"]
+    data += ["data.max_new_tokens=24", "legibility.measure=false"]
+    original = run_evaluation(eval_cfg(tmp_path / "original", f"ckpt_path={ckpt}", *data))
+    back = run_evaluation(eval_cfg(tmp_path / "back", f"ckpt_path=hf:{out}", *data))
+    assert back["method"] == "codi" and back["tokens"] == original["tokens"]
+    assert back["accuracy"] == original["accuracy"]

@@ -67,8 +67,8 @@ STEP_METRICS = (
 def no_step_alignment(method: Method) -> str:
     """Why the step-wise metrics do not apply to `method`'s thoughts."""
     return (
-        f"method={method.name} writes a fixed {method.num_latent} thoughts trained only through the answer, with no "
-        "curriculum that makes thought j stand for step j // c: there is no step for a thought to be read against"
+        f"method={method.name} writes a fixed {method.num_latent} thoughts with no curriculum that makes thought j "
+        "stand for step j // c: there is no step for a thought to be read against"
     )
 
 
