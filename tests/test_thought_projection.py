@@ -226,7 +226,7 @@ def test_sparse_readout_starts_as_sparse_vocab_and_its_gradient_reaches_r_not_th
 
 def test_the_config_defaults_equal_the_shipped_yaml_files():
     folder = Path(CONFIG_DIR) / "model" / "thought_projection"
-    assert {p.stem for p in folder.glob("*.yaml")} == {"identity", "sparse_vocab", "linear", "sparse_readout"}
+    assert {p.stem for p in folder.glob("*.yaml")} == {"identity", "sparse_vocab", "linear", "sparse_readout", "mlp"}
     for path in folder.glob("*.yaml"):
         shipped = yaml.safe_load(path.read_text())
         assert ProjectionConfig.parse(shipped) == ProjectionConfig.parse(path.stem)  # the shell's short form

@@ -27,7 +27,7 @@ from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM
-from coconut.core.thought_projection import build_thought_projection
+from coconut.core.thought_projection import ProjectionConfig, build_thought_projection
 from coconut.core.tokens import SpecialIds, special_ids
 from coconut.data.checks import keep_within_context
 from coconut.data.splits import load_splits, split_source
@@ -44,6 +44,22 @@ def build_curriculum(cfg: DictConfig) -> Curriculum:
     """The curriculum of a (checked) config: its `curriculum` block typed, the schema's defaults filled."""
     curriculum = OmegaConf.merge(OmegaConf.structured(CurriculumConfig), cfg.curriculum)
     return OmegaConf.to_object(curriculum).curriculum()
+
+
+def thought_projection_of(cfg: DictConfig):
+    """The thought projection a run trains: the method's own (CODI's `mlp`, conf/method/codi.yaml)
+    where it has one, else `model.thought_projection`; both set is refused."""
+    own = (cfg.method or {}).get("thought_projection")
+    chosen = cfg.model.get("thought_projection")
+    if own is None:
+        return chosen
+    if ProjectionConfig.parse(chosen).name != "identity":
+        raise ConfigError(
+            f"method={cfg.method.name} brings its own thought projection (method.thought_projection="
+            f"{ProjectionConfig.parse(own).name}), and model.thought_projection={ProjectionConfig.parse(chosen).name} "
+            "asks for another. Fix: set one of them (the method's: method.thought_projection.<key>=...)"
+        )
+    return own
 
 
 def build_method(cfg: DictConfig) -> Method:
@@ -127,8 +143,11 @@ def build_datamodule(
     return datamodule
 
 
-def build_module(cfg: DictConfig, model: ContinuousThoughtLM, tokenizer) -> CoconutLitModule:
-    """The LightningModule: the model, its optimizer and schedule, the legibility objective."""
+def build_module(
+    cfg: DictConfig, model: ContinuousThoughtLM, tokenizer, method: Method | None = None
+) -> CoconutLitModule:
+    """The LightningModule: the model, its optimizer and schedule, the legibility objective, and
+    CODI's loss for a `method` with self_distillation."""
     return CoconutLitModule(
         model,
         tokenizer,
@@ -140,6 +159,7 @@ def build_module(cfg: DictConfig, model: ContinuousThoughtLM, tokenizer) -> Coco
         config=OmegaConf.to_container(cfg, resolve=True),
         legibility_weight=legibility_weight(cfg),
         legibility_read=cfg.get("legibility", {}).get("read", "lm_head"),
+        codi=method,
     )
 
 
@@ -165,8 +185,8 @@ def build_training(cfg: DictConfig, method: Method, curriculum: Curriculum) -> B
     tokenizer, lm, ids = build_language_model(cfg, splits)
     positions = max_positions(lm.config)
     check_thoughts_fit(method, curriculum, positions, cfg.data.max_new_tokens)
-    projection = build_thought_projection(cfg.model.get("thought_projection"), lm)
+    projection = build_thought_projection(thought_projection_of(cfg), lm)
     model = ContinuousThoughtLM(lm, ids.latent, projection, jacobi_iterations=method.jacobi_iterations)
     datamodule = build_datamodule(cfg, splits, tokenizer, ids, method, curriculum, positions)
-    module = build_module(cfg, model, tokenizer)
+    module = build_module(cfg, model, tokenizer, method)
     return Built(tokenizer, ids, method, curriculum, lm, model, datamodule, module)

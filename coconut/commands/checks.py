@@ -213,7 +213,15 @@ def check_thoughts_fit(method: Method, curriculum: Curriculum, positions: int | 
         return
     thoughts = curriculum.max_latent_stage * curriculum.c_thought
     markers = 2 if method.markers else 0
+    if method.num_latent is not None:
+        thoughts = method.num_latent
     needed = 1 + thoughts + markers + max_new_tokens
+    if needed > positions and method.num_latent is not None:
+        raise ConfigError(
+            f"method.num_latent={thoughts} thoughts (+{markers} markers) and data.max_new_tokens={max_new_tokens} "
+            f"need at least {needed} positions, more than the model's {positions}. Fix: lower method.num_latent "
+            "or data.max_new_tokens, or use a model with more positions"
+        )
     if needed > positions:
         raise ConfigError(
             f"the final stage writes curriculum.max_latent_stage * c_thought = {curriculum.max_latent_stage} * "

@@ -119,14 +119,25 @@ class MethodConfig:
     removal_smoothing_lambda: float | None = None  # stage: tokens only: removal smoothing; null: off
     remove_all_beyond: int | None = None  # stage: tokens only: remove the whole chain from this count on
     jacobi_iterations: int | None = None  # PCCoT: thoughts by T parallel Jacobi updates; null: sequential
+    num_latent: int | None = None  # a fixed thought count whatever the stage (CODI); null: the curriculum's
+    self_distillation: bool | None = None  # CODI: also train the chain of thought as the teacher and distil it
+    ref_loss_factor: float | None = None  # CODI: the teacher's cross-entropy weight
+    distill_loss_factor: float | None = None  # CODI: the distillation term's weight
+    distill_loss_type: str | None = None  # CODI: smooth_l1 | l2
+    distill_loss_div_std: bool | None = None  # CODI: each layer's term divided by the teacher's std
+    include_last_cot: bool | None = None  # CODI: the teacher keeps the chain's last step
+    # The method's own thought projection (CODI's mlp), in place of model.thought_projection's.
+    thought_projection: Any = None
 
     def method(self) -> Method:
         """The core `Method` (whose own checks raise ConfigError); keys left null take its defaults."""
-        return Method(**{k: v for k, v in vars(self).items() if v is not None})
+        return Method(**{k: v for k, v in vars(self).items() if v is not None and k != "thought_projection"})
 
     def problems(self, key: str = "method") -> list[str]:
         try:
             self.method()
+            if self.thought_projection is not None:
+                ProjectionConfig.parse(self.thought_projection)
         except ConfigError as error:
             return [str(error)]
         return []

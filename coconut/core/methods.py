@@ -17,6 +17,10 @@ map onto them:
   icot              stepwise internalization (Deng et al. 2024, "From explicit CoT to implicit
                     CoT"): `tokens_removed_per_epoch` CoT tokens removed from the start of the
                     chain of thought each epoch (`stage: tokens`)
+  codi              CODI (Shen et al. 2025, arXiv:2502.21074): `num_latent` thoughts from the
+                    first epoch, no curriculum; the same model is trained at once as the
+                    chain-of-thought teacher and distils it into the thoughts
+                    (`self_distillation`, coconut/core/codi.py)
 
 For `stage: tokens` the stage number *is* the count of CoT tokens removed, so the stage-keyed
 machinery (optimizer reset on a change, `stage{k}-best.ckpt`, `curriculum/stage`) works unchanged:
@@ -40,6 +44,7 @@ THOUGHTS = ("continuous", "pause", "none")
 STAGE_RULES = ("curriculum", "zero", "final", "tokens")
 # iCoT draws the smoothing offset from 0..99, the last value taking the remaining mass.
 MAX_REMOVAL_OFFSET = 99
+DISTILL_LOSSES = ("smooth_l1", "l2")
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,18 @@ class Method:
     # Continuous thoughts by T parallel Jacobi updates (PCCoT's num_iterations), at training and at
     # inference; null: one after another (COCONUT).
     jacobi_iterations: int | None = None
+    # A fixed thought count in every training sequence and prompt, whatever the stage (CODI's
+    # num_latent); None: the curriculum's count.
+    num_latent: int | None = None
+    # CODI (coconut/core/codi.py): each training record is also trained as its chain of thought (the
+    # teacher) and the student's hidden states at the answer are pulled to the teacher's. The names
+    # are the official code's (zhenyi4/codi, src/model.py TrainingArguments).
+    self_distillation: bool = False
+    ref_loss_factor: float = 1.0  # the teacher's cross-entropy weight
+    distill_loss_factor: float = 1.0  # the distillation term's weight
+    distill_loss_type: str = "smooth_l1"  # smooth_l1 | l2
+    distill_loss_div_std: bool = True  # each layer's term divided by the teacher's std there
+    include_last_cot: bool = False  # the teacher keeps the chain's last step (the official default drops it)
 
     def __post_init__(self):
         if self.thought not in THOUGHTS:
@@ -72,6 +89,10 @@ class Method:
                     f"method={self.name}: jacobi_iterations={iterations} iterates continuous thoughts; "
                     f"method.thought={self.thought} has none. Fix: method.jacobi_iterations=null"
                 )
+        if self.num_latent is not None and (not isinstance(self.num_latent, int) or self.num_latent < 1):
+            raise ConfigError(f"method.num_latent must be an integer >= 1 or null, got {self.num_latent!r}")
+        if self.self_distillation:
+            self._check_self_distillation()
         if self.stage != "tokens":
             return
         if self.thought != "none" or self.markers:
@@ -90,6 +111,27 @@ class Method:
             )
         if self.remove_all_beyond is not None and self.remove_all_beyond < 0:
             raise ConfigError(f"method.remove_all_beyond must be >= 0 or null, got {self.remove_all_beyond}")
+
+    def _check_self_distillation(self) -> None:
+        if self.thought != "continuous" or not self.markers or self.stage != "final" or self.num_latent is None:
+            raise ConfigError(
+                f"method={self.name}: self_distillation (CODI) trains a fixed number of continuous thoughts between "
+                "markers with no curriculum; set method.thought=continuous, method.markers=true, method.stage=final "
+                "and method.num_latent"
+            )
+        if self.distill_loss_type not in DISTILL_LOSSES:
+            raise ConfigError(
+                f"method.distill_loss_type must be one of {', '.join(DISTILL_LOSSES)}, got {self.distill_loss_type!r}"
+            )
+        for name in ("ref_loss_factor", "distill_loss_factor"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"method.{name} must be a number >= 0, got {getattr(self, name)!r}")
+
+    @property
+    def thoughts_follow_steps(self) -> bool:
+        """Whether thought j stands for replaced step j // c (the curriculum's alignment, which the
+        step-wise legibility metrics read); CODI's fixed thoughts stand for no step in particular."""
+        return self.num_latent is None
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> Method:

@@ -255,20 +255,44 @@ class ContinuousThoughtLM(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden, cache = self.run(input_ids, attention_mask, position_ids)
-        loss = None
-        if labels is not None:
-            # Next-token loss: the logits at t predict the label at t + 1. A pad column predicts
-            # nothing (a left-padded row's first token has no real position before it).
-            targets = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T)
-            targets = targets.masked_fill(attention_mask == 0, -100)
-            # Logits only where there is a label (a stage-k sequence's question and thoughts have
-            # none): the same loss, for a fraction of the LM head's and the softmax's cost.
-            scored = targets != -100  # (B, T)
-            logits = self.logits(hidden[scored])  # (N, V)
-            # At least float32 (a bf16 model's loss), never below the model's own precision (float64 checks).
-            logits = logits if logits.dtype == torch.float64 else logits.float()
-            loss = nn.functional.cross_entropy(logits, targets[scored])
+        loss = None if labels is None else self.next_token_loss(hidden, labels, attention_mask)
         return ThoughtOutput(hidden_states=hidden, logits_of=self.logits, loss=loss, past_key_values=cache)
+
+    def next_token_loss(self, hidden: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The mean cross-entropy of the labelled tokens (B, T) from last-layer hidden states (B, T, D)."""
+        # Next-token loss: the logits at t predict the label at t + 1. A pad column predicts
+        # nothing (a left-padded row's first token has no real position before it).
+        targets = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T)
+        targets = targets.masked_fill(attention_mask == 0, -100)
+        # Logits only where there is a label (a stage-k sequence's question and thoughts have
+        # none): the same loss, for a fraction of the LM head's and the softmax's cost.
+        scored = targets != -100  # (B, T)
+        logits = self.logits(hidden[scored])  # (N, V)
+        # At least float32 (a bf16 model's loss), never below the model's own precision (float64 checks).
+        logits = logits if logits.dtype == torch.float64 else logits.float()
+        return nn.functional.cross_entropy(logits, targets[scored])
+
+    def layer_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: DynamicCache | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Every layer's hidden states (B, T, D) of `input_ids`, which hold no `<|latent|>` and
+        continue `cache` if given: the embeddings' first, the last layer's (after the final norm)
+        last, as the model's own `output_hidden_states` gives them (CODI distils on all of them)."""
+        kwargs = {"position_ids": position_ids} if self._takes_position_ids else {}
+        if cache is not None:
+            kwargs[self._cache_keyword] = cache
+        out = self.decoder(
+            inputs_embeds=self.embed(input_ids),
+            attention_mask=attention_mask,
+            use_cache=cache is not None,
+            output_hidden_states=True,
+            **kwargs,
+        )
+        return tuple(out.hidden_states)
 
     @staticmethod
     def thoughts(input_ids: torch.Tensor, hidden_states: torch.Tensor, latent_token_id: int) -> list[torch.Tensor]:

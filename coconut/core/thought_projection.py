@@ -14,12 +14,16 @@ alternatives ask whether a thought can stay continuous yet readable:
                                                       weight) instead of the LM head: R is free to
                                                       learn what a thought means rather than predict
                                                       the next format token
+  mlp           LN(W2 GELU(W1 h + b1) + b2)           CODI's projection (Shen et al. 2025, zhenyi4/codi
+                                                      src/model.py:192-200): Dropout, Linear(D, prj_dim),
+                                                      GELU, Linear(prj_dim, D), LayerNorm (unless
+                                                      prj_no_ln); initialised as torch's nn.Linear
 
 `sparse_vocab` reads the model's own LM head and input embedding matrix (not copies), so tied weights
 stay tied and gradients reach both. Its `straight_through` mode feeds hard weights (1/k on each of the
 top-k tokens: for k=1 exactly the argmax token's embedding) and passes the softmax's gradient back.
-Only `linear` (W, b) and `sparse_readout` (R: V x D more parameters, as many as the LM head) have
-parameters; they live under `model.thought_projection.*` in the state dict, and `projection_config`
+Only `linear` (W, b), `mlp` and `sparse_readout` (R: V x D more parameters, as many as the LM head)
+have parameters; they live under `model.thought_projection.*` in the state dict, and `projection_config`
 is what a checkpoint stores to rebuild the same module. `sparse_readout`'s `readout_logits` is the
 distribution the legibility objective can score (`legibility.read=readout`,
 coconut/core/legibility_objective.py).
@@ -37,7 +41,7 @@ from transformers import PreTrainedModel
 from coconut.core.errors import ConfigError
 from coconut.core.model import lm_logits
 
-NAMES = ("identity", "sparse_vocab", "linear", "sparse_readout")
+NAMES = ("identity", "sparse_vocab", "linear", "sparse_readout", "mlp")
 SPARSE = ("sparse_vocab", "sparse_readout")  # the names that take k / mode / temperature
 MODES = ("softmax", "straight_through")
 
@@ -51,6 +55,10 @@ class ProjectionConfig:
     k: int = 4  # tokens mixed into a sparse thought
     mode: str = "softmax"  # softmax | straight_through
     temperature: float = 1.0  # on the top-k logits before the softmax
+    # mlp only (CODI's names): the hidden width (null: the model's), the dropout on its input, no LayerNorm.
+    prj_dim: int | None = None
+    prj_dropout: float = 0.0
+    prj_no_ln: bool = False
 
     def __post_init__(self):
         if self.name not in NAMES:
@@ -64,6 +72,11 @@ class ProjectionConfig:
                 raise ConfigError(f"model.thought_projection.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
             if not self.temperature > 0:
                 raise ConfigError(f"model.thought_projection.temperature must be > 0, got {self.temperature!r}")
+        if self.name == "mlp":
+            if self.prj_dim is not None and (not isinstance(self.prj_dim, int) or self.prj_dim < 1):
+                raise ConfigError(f"thought_projection.prj_dim must be an integer >= 1 or null, got {self.prj_dim!r}")
+            if not 0 <= self.prj_dropout < 1:
+                raise ConfigError(f"thought_projection.prj_dropout must be in [0, 1), got {self.prj_dropout!r}")
 
     @classmethod
     def parse(cls, cfg: str | Mapping | None) -> ProjectionConfig:
@@ -76,15 +89,18 @@ class ProjectionConfig:
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(
-                f"model.thought_projection has unknown keys {sorted(unknown)}; known: name, k, mode, temperature"
+                f"model.thought_projection has unknown keys {sorted(unknown)}; known: "
+                f"{', '.join(f.name for f in fields(cls))}"
             )
         return cls(**values)
 
     def as_dict(self) -> dict:
         """The fields that matter for `name` (what checkpoints store)."""
+        if self.name == "mlp":
+            return {k: v for k, v in asdict(self).items() if k == "name" or k.startswith("prj_")}
         if self.name not in SPARSE:
             return {"name": self.name}
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if not k.startswith("prj_")}
 
 
 class IdentityProjection(nn.Identity):
@@ -173,6 +189,23 @@ class LinearProjection(nn.Module):
         return hidden + self.delta(hidden)
 
 
+class MLPProjection(nn.Sequential):
+    """CODI's projection, laid out as their `prj` (zhenyi4/codi src/model.py:192-200) so that the
+    state dicts line up: 0 Dropout, 1 Linear(D, prj_dim), 2 GELU, 3 Linear(prj_dim, D), ln LayerNorm(D)."""
+
+    def __init__(self, dim: int, config: ProjectionConfig, dtype: torch.dtype = torch.float32):
+        width = config.prj_dim or dim
+        super().__init__(
+            nn.Dropout(config.prj_dropout),
+            nn.Linear(dim, width, dtype=dtype),
+            nn.GELU(),
+            nn.Linear(width, dim, dtype=dtype),
+        )
+        if not config.prj_no_ln:
+            self.add_module("ln", nn.LayerNorm(dim, dtype=dtype))
+        self.config = config
+
+
 def build_thought_projection(cfg: str | Mapping | None, lm: PreTrainedModel) -> nn.Module:
     """The projection `cfg` names (see `ProjectionConfig.parse`) for the base model `lm`."""
     config = ProjectionConfig.parse(cfg)
@@ -183,6 +216,8 @@ def build_thought_projection(cfg: str | Mapping | None, lm: PreTrainedModel) -> 
     if config.name == "sparse_readout":
         return SparseReadoutProjection(lm, config)
     embeddings = lm.get_input_embeddings().weight
+    if config.name == "mlp":
+        return MLPProjection(embeddings.shape[1], config, dtype=embeddings.dtype)
     return LinearProjection(embeddings.shape[1], dtype=embeddings.dtype)
 
 

@@ -20,7 +20,7 @@ from coconut.core.curriculum import Curriculum
 from coconut.core.methods import Method
 from coconut.core.tokens import SpecialIds
 from coconut.data.records import DataError, Record
-from coconut.data.sequences import TokenizedSample, build_prompt, build_sequence
+from coconut.data.sequences import TokenizedSample, build_prompt, build_sequence, teacher_sequence
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def keep_within_context(
     kept_records, kept_samples, skipped = [], [], []
     for index, (record, sample) in enumerate(zip(records, samples)):
         length = max(len(build_sequence(sample, s, method, curriculum, ids).input_ids) for s in stages)
+        if method.self_distillation:  # CODI also trains the chain of thought
+            length = max(length, len(teacher_sequence(sample, method).input_ids))
         prompt = max(len(build_prompt(sample, s, method, curriculum, ids)) for s in stages)
         if length <= positions and prompt + generation_budget <= positions:
             kept_records.append(record)

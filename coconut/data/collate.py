@@ -15,6 +15,12 @@ Rows without thoughts are not shifted. Everything is right-padded to the longest
 With legibility targets (`thought_targets`), row b's n-th thought's target token ids sit in
 `thought_targets[b, n]`, padded with -1 (no token) to the largest set and the most thoughts.
 
+CODI batches (`collate_teacher`) add the teacher's sequences under `teacher_*` keys, batched as rows
+without thoughts (not shifted, right-padded), and each row's distillation column in both:
+
+      student:  . . q q S L L E # a <eos>        distill_column[b]          = column of #
+      teacher:  q q s s s # a <eos> .            teacher_distill_column[b]  = column of #
+
 Generation prompts are instead all left-padded so that every prompt ends in the last column.
 """
 
@@ -67,6 +73,24 @@ def collate_training(
     batch = _batch(input_ids, left, pad_id, labels)
     if thought_targets is not None:
         batch["thought_targets"] = _pad_targets(thought_targets)
+    return batch
+
+
+def collate_teacher(
+    batch: dict[str, torch.Tensor],
+    teacher_input_ids: list[list[int]],
+    teacher_labels: list[list[int]],
+    distill_index: list[int],
+    teacher_distill_index: list[int],
+    pad_id: int,
+) -> dict[str, torch.Tensor]:
+    """`batch` (the students', from `collate_training`) with CODI's teacher rows and both
+    distillation columns added: an index into a row's sequence plus the row's left padding."""
+    teacher = _batch(teacher_input_ids, [0] * len(teacher_input_ids), pad_id, teacher_labels)
+    batch.update({f"teacher_{k}": v for k, v in teacher.items()})
+    left = batch["attention_mask"].argmax(1)  # (B,): each student row's first real column
+    batch["distill_column"] = left + torch.tensor(distill_index)
+    batch["teacher_distill_column"] = torch.tensor(teacher_distill_index)
     return batch
 
 

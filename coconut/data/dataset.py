@@ -3,7 +3,9 @@
 `StageDataset` turns sample i into its stage-k sequence on access; with stage mixing (training
 only) a sample's stage (or, for iCoT, its removal-smoothing offset) is drawn from a generator
 seeded by (seed, epoch, i), so an epoch is reproducible and a resumed run sees the same draws.
-`PromptDataset` gives generation prompts for accuracy.
+For CODI (`method.self_distillation`) an item also carries the teacher's
+sequence and both distillation indices (coconut/data/sequences.py). `PromptDataset` gives
+generation prompts for accuracy.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from coconut.core.curriculum import Curriculum
 from coconut.core.methods import Method
 from coconut.core.tokens import SpecialIds
 from coconut.data.records import Record
-from coconut.data.sequences import TokenizedSample, build_prompt, build_sequence
+from coconut.data.sequences import TokenizedSample, build_prompt, build_sequence, distill_index, teacher_sequence
 
 
 class StageDataset(Dataset):
@@ -48,7 +50,13 @@ class StageDataset(Dataset):
             else:  # iCoT's removal smoothing
                 offset = self.method.removal_offset(rng)
         sequence = build_sequence(sample, stage, self.method, self.curriculum, self.ids, offset)
-        return {"input_ids": sequence.input_ids, "labels": sequence.labels, "thought_targets": sequence.thought_targets}
+        item = {"input_ids": sequence.input_ids, "labels": sequence.labels, "thought_targets": sequence.thought_targets}
+        if self.method.self_distillation:
+            teacher = teacher_sequence(sample, self.method)
+            item["teacher_input_ids"], item["teacher_labels"] = teacher.input_ids, teacher.labels
+            item["distill_index"] = distill_index(sequence, sample)
+            item["teacher_distill_index"] = distill_index(teacher, sample)
+        return item
 
 
 class PromptDataset(Dataset):

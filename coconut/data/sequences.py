@@ -11,6 +11,15 @@ i*c .. (i+1)*c - 1 stand for replaced step i (c = latents per step), and their t
 key-content tokens (`coconut.data.step_keys.step_targets`), as evaluation's legibility metrics read
 them; a thought of a step without key content, or beyond the replaced steps, has none.
 
+CODI (`method.self_distillation`, coconut/core/codi.py) trains two sequences per record: the student,
+built as above at the final stage with `num_latent` thoughts whatever the stage, and the teacher,
+the chain of thought (`teacher_sequence`), each with the column of its distillation token (the
+last token of the answer's "### " prefix, the one before the answer's value):
+
+    student  question "\n" | <|start-latent|> <|latent|> x num_latent <|end-latent|> | "###" answer <eos>
+    teacher  question "\n" | steps (the last one dropped unless include_last_cot) | "###" answer <eos>
+                                                                                    ^ distilled at both
+
 iCoT (`stage: tokens`) counts tokens, not steps: stage n drops the first n tokens of the chain of
 thought (the steps' tokens in order), plus a per-sample smoothing offset in training:
 
@@ -41,6 +50,9 @@ class TokenizedSample:
     # Per step, the token ids naming its key content (coconut.data.step_keys.step_targets); empty
     # unless tokenized with step targets (the legibility objective).
     step_targets: tuple[tuple[int, ...], ...] = ()
+    # Tokens of `answer` that spell its "### " prefix (shared with the encoding of "### " alone): the
+    # last of them is the token before the answer's value, where CODI distils.
+    answer_prefix: int = 1
 
 
 def tokenize_records(
@@ -56,12 +68,14 @@ def tokenize_records(
     questions = encode([r.question + "\n" for r in records], True)
     flat_steps = encode([s + "\n" for r in records for s in r.steps], False)
     answers = encode(["### " + r.answer for r in records], False)
+    prefix = encode(["### "], False)[0] if records else []
     targets = step_targets(records, tokenizer) if with_step_targets else [()] * len(records)
     samples, cursor = [], 0
     for record, question, answer, target in zip(records, questions, answers, targets):
         steps = flat_steps[cursor : cursor + len(record.steps)]
         cursor += len(record.steps)
-        samples.append(TokenizedSample(question, steps, answer + [tokenizer.eos_token_id], target))
+        shared = next((i for i, (a, b) in enumerate(zip(answer, prefix)) if a != b), min(len(answer), len(prefix)))
+        samples.append(TokenizedSample(question, steps, answer + [tokenizer.eos_token_id], target, max(shared, 1)))
     return samples
 
 
@@ -78,7 +92,9 @@ def stage_plan(method: Method, curriculum: Curriculum, stage: int, n_steps: int)
     if method.stage == "tokens":  # whole steps stay; build_sequence drops tokens
         return StagePlan(steps_dropped=0, thoughts=0)
     plan = curriculum.plan(method.stage_for(stage, curriculum.final_stage), n_steps)
-    return plan if method.thought != "none" else StagePlan(plan.steps_dropped, 0)
+    if method.thought == "none":
+        return StagePlan(plan.steps_dropped, 0)
+    return plan if method.num_latent is None else StagePlan(plan.steps_dropped, method.num_latent)
 
 
 def thought_span(method: Method, ids: SpecialIds, thoughts: int) -> list[int]:
@@ -141,4 +157,20 @@ def prompt_thoughts(method: Method, curriculum: Curriculum, stage: int) -> int:
     none for methods without thoughts and for iCoT."""
     if method.stage == "tokens" or method.thought == "none":
         return 0
+    if method.num_latent is not None:
+        return method.num_latent
     return curriculum.inference_thoughts(method.stage_for(stage, curriculum.final_stage))
+
+
+def teacher_sequence(sample: TokenizedSample, method: Method) -> Sequence:
+    """CODI's teacher: the record's chain of thought as text, as method=cot trains it, the last step
+    dropped unless `method.include_last_cot` (the official default, train.py:270-272)."""
+    steps = sample.steps if method.include_last_cot else sample.steps[:-1]
+    text = list(chain.from_iterable(steps)) + sample.answer
+    return Sequence(sample.question + text, [IGNORE] * len(sample.question) + text, 0)
+
+
+def distill_index(sequence: Sequence, sample: TokenizedSample) -> int:
+    """The index in `sequence` (which ends with `sample.answer`) of CODI's distillation token: the
+    last token of the answer's "### " prefix."""
+    return len(sequence.input_ids) - len(sample.answer) + sample.answer_prefix - 1

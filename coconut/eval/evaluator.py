@@ -10,7 +10,10 @@ in the LightningModule). `evaluate` runs the passes over a split:
     ablation_pass      the prompts rerun with the thoughts replaced     -> AblationResult
     intervention_pass  single steps' thoughts edited (coconut/eval/intervention.py) -> InterventionResult
 
-and returns a `Report` (coconut/eval/report.py) and one row per question. A pass that generates
+and returns a `Report` (coconut/eval/report.py) and one row per question. A method whose thoughts
+stand for no particular step (CODI's fixed thoughts, `Method.thoughts_follow_steps`) gets no
+step-wise metric, frontier or intervention: the report names them under `not_applicable` with why;
+its ablations and decoded thoughts are measured as any method's. A pass that generates
 calls an `Answerer`: a loop over the prompt batches here, or Lightning over several devices
 (coconut/training/predict.py).
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -54,6 +57,19 @@ from coconut.eval.steps import step_key, written_steps
 from coconut.eval.thought_hooks import ThoughtEdit, ThoughtRecorder, ThoughtReplacement
 
 ABLATIONS = ("zeros", "mean", "other")
+# The legibility metrics that read thought j against replaced step j // c.
+STEP_METRICS = (
+    "decode_top1", "decode_top5", "decode_top1_chance", "decode_top5_chance", "probe", "probe_majority",
+    "reasoning", "loss",
+)  # fmt: skip
+
+
+def no_step_alignment(method: Method) -> str:
+    """Why the step-wise metrics do not apply to `method`'s thoughts."""
+    return (
+        f"method={method.name} writes a fixed {method.num_latent} thoughts with no curriculum that makes thought j "
+        "stand for step j // c: there is no step for a thought to be read against"
+    )
 
 
 @dataclass
@@ -397,6 +413,16 @@ class GenerationRecord:
     seconds: float  # generation time
 
 
+def not_applicable(report: Report, why: str) -> None:
+    """The step-wise legibility metrics, the frontier and the interventions marked as not applying
+    (`why`) and left None; the decoded thoughts and the ablations stay."""
+    report.legibility = replace(
+        report.legibility, **dict.fromkeys(STEP_METRICS), per_question=[None] * len(report.legibility.per_question)
+    )
+    report.not_applicable = {f"legibility.{name}": why for name in STEP_METRICS}
+    report.not_applicable.update(frontier=why, intervention=why)
+
+
 def generation_pass(answer: Answerer, records: Sequence[Record], *, record_thoughts: bool) -> GenerationRecord:
     """Every question answered greedily, its thoughts recorded for legibility and the ablations."""
     answers, seconds = answer(record_thoughts=record_thoughts)
@@ -590,18 +616,22 @@ def evaluate(
         model, tokenizer, generated, method=method, curriculum=curriculum, stage=stage, probe_folds=probe_folds,
         reference_legibility=reference_legibility, read=read,
     )  # fmt: skip
-    report.frontier = frontier_pass(model, tokenizer, generated, report.legibility)
-    if not report.frontier.metrics:
-        report.passes_skipped["frontier"] = "no graph question with thoughts to read"
+    aligned = method.thoughts_follow_steps
+    if not aligned:  # CODI: no step for a thought to be read against
+        not_applicable(report, no_step_alignment(method))
+    else:
+        report.frontier = frontier_pass(model, tokenizer, generated, report.legibility)
+        if not report.frontier.metrics:
+            report.passes_skipped["frontier"] = "no graph question with thoughts to read"
     if ablations:
         accuracy = report.generation.accuracy_answered
         report.ablation = ablation_pass(answer, generated, accuracy, ablations, model.latent_token_id)
     else:
         report.passes_skipped["ablation"] = "legibility.ablations=[]"
-    if intervention:
+    if intervention and aligned:
         report.intervention = intervention_pass(
             model, tokenizer, answer, generated, report.legibility, answer_kind=answer_kind
         )
-    else:
+    elif not intervention:
         report.passes_skipped["intervention"] = "legibility.intervention=false"
     return Evaluation(report, sample_rows(generated, report.legibility, report.frontier))

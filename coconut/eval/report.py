@@ -146,6 +146,8 @@ class Report:
     sampling: SamplingResult | None = None
     about: About | None = None
     passes_skipped: dict[str, str] = field(default_factory=dict)  # pass -> why it did not run
+    # metric or pass -> why it does not apply to this method (CODI's thoughts follow no step)
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
     @property
     def legibility_measured(self) -> bool:
@@ -160,6 +162,8 @@ class Report:
         block["ablation"] = dict(self.ablation.accuracy) if self.ablation else {}
         block["ablation_drop"] = dict(self.ablation.drop) if self.ablation else {}
         block.update(asdict(self.intervention) if self.intervention else {})
+        if self.not_applicable:
+            block["not_applicable"] = dict(self.not_applicable)
         report["legibility"] = block
         if self.sampling:
             report["sampling"] = asdict(self.sampling)
@@ -281,7 +285,12 @@ def markdown(report: dict) -> str:
         lines.append(f"| {key} | {cell(value)} |")
     if report.get("legibility", {}).get("measured") is False:
         lines += ["", "legibility: not measured (legibility.measure=false, the default in a suite)"]
-    missing = [k for k, v in report.get("legibility", {}).items() if v is None]
+    not_applicable = report.get("legibility", {}).get("not_applicable", {})
+    for why in dict.fromkeys(not_applicable.values()):
+        names = ", ".join(k for k, w in not_applicable.items() if w == why)
+        lines += ["", f"does not apply: {names}: {why}"]
+    legibility = report.get("legibility", {})
+    missing = [k for k, v in legibility.items() if v is None and f"legibility.{k}" not in not_applicable]
     if missing:
         names = ", ".join("legibility." + m for m in missing)
         lines += ["", f"n/a (nothing to measure for this model and data): {names}"]

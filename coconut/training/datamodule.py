@@ -19,21 +19,27 @@ from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
 from coconut.core.methods import Method
 from coconut.core.tokens import SpecialIds
-from coconut.data.collate import collate_prompts, collate_training
+from coconut.data.collate import collate_prompts, collate_teacher, collate_training
 from coconut.data.dataset import PromptDataset, StageDataset
 from coconut.data.epoch_loader import EpochLoader
 from coconut.data.records import Record
 from coconut.data.sequences import TokenizedSample, tokenize_records
 
 
-def _collate_sequences(items: list[dict], latent_id: int, pad_id: int, targets: bool = False) -> dict:
-    return collate_training(
+def _collate_sequences(
+    items: list[dict], latent_id: int, pad_id: int, targets: bool = False, teacher: bool = False
+) -> dict:
+    batch = collate_training(
         [i["input_ids"] for i in items],
         [i["labels"] for i in items],
         latent_id,
         pad_id,
         [i["thought_targets"] for i in items] if targets else None,
     )
+    if not teacher:
+        return batch
+    keys = ("teacher_input_ids", "teacher_labels", "distill_index", "teacher_distill_index")
+    return collate_teacher(batch, *([i[k] for i in items] for k in keys), pad_id=pad_id)
 
 
 def _collate_prompts(items: list[dict], pad_id: int) -> dict:
@@ -151,6 +157,7 @@ class CoconutDataModule(L.LightningDataModule):
             latent_id=self.ids.latent,
             pad_id=self.ids.pad,
             targets=self.legibility_targets and shuffle,
+            teacher=self.method.self_distillation and shuffle,  # CODI's teacher: in training only
         )
         if shuffle:  # an order fixed by (seed, epoch), resumable mid-epoch
             return EpochLoader(

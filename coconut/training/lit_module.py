@@ -10,8 +10,11 @@ samples as text. With the legibility objective on (`legibility_weight` = lambda 
 coconut/core/legibility_objective.py) `train/loss` is the next-token loss + lambda x
 `train/legibility_loss`, `train/lm_loss` the first alone, `train/legibility_thoughts` the thoughts
 scored per batch and `train/legibility_unscored_samples` the samples with thoughts whose steps have
-no key content (they add nothing). Checkpoints carry what evaluation needs to rebuild the model without the
-training run's folder: the tokenizer files and the model config.
+no key content (they add nothing). A CODI method (`codi`, coconut/core/codi.py) trains on its loss
+instead: `train/loss` is the total, `train/student_loss`, `train/teacher_loss` and
+`train/distill_loss` its terms (unweighted); `{val,test}/loss` stay the student's next-token loss.
+Checkpoints carry what evaluation needs to rebuild the model without the training run's folder: the
+tokenizer files and the model config.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import torch
 from torchmetrics import MeanMetric
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from coconut.core.codi import codi_loss
 from coconut.core.errors import ConfigError
 from coconut.core.legibility_objective import check_read, thought_legibility
+from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import build_thought_projection, projection_config
 from coconut.eval.evaluator import (
@@ -56,8 +61,11 @@ class CoconutLitModule(L.LightningModule):
         config: dict | None = None,
         legibility_weight: float = 0.0,
         legibility_read: str = "lm_head",
+        codi: Method | None = None,
     ):
         super().__init__()
+        # A method with self_distillation: training batches carry the teacher and train on CODI's loss.
+        self.codi = codi if codi is not None and codi.self_distillation else None
         self.model, self.tokenizer = model, tokenizer
         check_read(legibility_read, model.thought_projection)
         self.legibility_weight, self.legibility_read = legibility_weight, legibility_read
@@ -82,6 +90,8 @@ class CoconutLitModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         size = batch["input_ids"].shape[0]
+        if self.codi is not None and "teacher_input_ids" in batch:
+            return self._codi_step(batch, size)
         if not self.legibility_weight or "thought_targets" not in batch:  # the paper's method
             loss = self.model_step(batch)
             self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -98,6 +108,13 @@ class CoconutLitModule(L.LightningModule):
         self.log("train/legibility_thoughts", float(term.thoughts_scored), batch_size=size)
         self.log("train/legibility_unscored_samples", float(term.samples_unscored), batch_size=size)
         return loss
+
+    def _codi_step(self, batch: dict, size: int) -> torch.Tensor:
+        terms = codi_loss(self.model, batch, self.codi)
+        self.log("train/loss", terms.loss, prog_bar=True, batch_size=size)
+        for name in ("student", "teacher", "distill"):
+            self.log(f"train/{name}_loss", getattr(terms, name), batch_size=size)
+        return terms.loss
 
     def _eval_step(self, split: str, batch: dict, dataloader_idx: int) -> None:
         if dataloader_idx == 0:
@@ -132,6 +149,8 @@ class CoconutLitModule(L.LightningModule):
         if not answers or self.trainer.sanity_checking:
             return
         dataset = self._prompt_dataset(split)
+        if not dataset.method.thoughts_follow_steps:  # the step-wise metrics do not apply (evaluator.py)
+            return
         # Read as the objective reads them (legibility.read), so the curve shows what it trains.
         tokens = [read_thoughts(self.model, self.tokenizer, a, read=self.legibility_read) for a in answers]
         questions = reasoning_of(
