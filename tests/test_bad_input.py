@@ -201,7 +201,7 @@ def test_more_thoughts_than_positions_stops_before_training(tmp_path):
 @pytest.mark.parametrize(
     "overrides, problem",
     [
-        (["method=xyz"], "method=xyz: no such method (no conf/method/xyz.yaml). Valid choices: coconut, cot,"),
+        (["method=xyz"], "method=xyz: no such method (no conf/method/xyz.yaml). Valid choices: coconut, codi, cot,"),
         (["data=gsm9k"], "data=gsm9k: no such data (no conf/data/gsm9k.yaml). Valid choices: arithmetic,"),
         (["-m", "method=cot,bogus"], "method=bogus: no such method"),
         (["+experiment=nope"], "experiment=nope: no such experiment"),
