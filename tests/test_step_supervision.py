@@ -104,7 +104,7 @@ def reference(model, decoder, method: Method, samples, stage: int, loss_level: s
         n = method.num_latent if codi else CURRICULUM.plan(stage, len(s.steps)).thoughts
         targets = step_texts(s, method, CURRICULUM, n)
         embeds, thoughts = embed(torch.tensor(s.question + [START])), []
-        for k in range(n + (1 if codi else 0)):  # CODI: the last thought's own projection too
+        for _ in range(n + (1 if codi else 0)):  # CODI: the last thought's own projection too
             last = lm(inputs_embeds=embeds[None], output_hidden_states=True).hidden_states[-1][0, -1]
             thoughts.append(model.thought_projection(last))
             embeds = torch.cat([embeds, thoughts[-1][None]])
@@ -133,7 +133,8 @@ def grads(modules, loss: torch.Tensor) -> dict[str, torch.Tensor]:
     for m in modules:
         m.zero_grad()
     loss.backward()
-    return {f"{i}.{k}": p.grad.clone() for i, m in enumerate(modules) for k, p in m.named_parameters() if p.grad is not None}
+    named = ((f"{i}.{k}", p) for i, m in enumerate(modules) for k, p in m.named_parameters())
+    return {k: p.grad.clone() for k, p in named if p.grad is not None}
 
 
 @pytest.mark.parametrize(
