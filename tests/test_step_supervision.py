@@ -7,6 +7,8 @@ coconut-export on the checkpoint)."""
 import importlib.util
 import json
 import subprocess
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -268,3 +270,116 @@ def test_eval_and_export_read_the_checkpoint_without_the_decoder(supervised_run,
     assert n_saved < 1.5 * 4 * n_model, f"the export holds more than the model: {exported}"
     back = run_evaluation(eval_cfg(tmp_path / "back", f"ckpt_path=hf:{out}", *data))
     assert back["tokens"] == original["tokens"] and back["accuracy"] == original["accuracy"]
+
+
+# -- against their code (InternLM/SIM-CoT), where a copy of it is at hand ---------------------------------
+SIMCOT_MIRROR = Path("/work/.mirror/InternLM+SIM-CoT/repo")  # a bare clone, as the `fetch` tool leaves it
+# Their CODI + SIM-CoT code finds a GSM8K-Aug step by GPT-2's own ids: "<<" (16791, " <<" 9959) to
+# ">>" (4211), so this check needs GPT-2's vocabulary size (a tiny model of it).
+OPEN, CLOSE, GPT2_VOCAB, GPT2_EOS = 16791, 4211, 50257, 50256
+
+
+def simcot_codi_source(tmp_path: Path) -> Path | None:
+    """CODI/src/model.py of InternLM/SIM-CoT from the bare mirror; None where it is absent."""
+    if not SIMCOT_MIRROR.is_dir():
+        return None
+    shown = subprocess.run(
+        ["git", f"--git-dir={SIMCOT_MIRROR}", "show", "HEAD:CODI/src/model.py"], capture_output=True, text=True
+    )
+    if shown.returncode:
+        return None
+    path = tmp_path / "simcot_codi_model.py"
+    path.write_text(shown.stdout)
+    return path
+
+
+def their_codi(source: Path, lm, decoder, method: Method, monkeypatch):
+    """Their CODI module with SIM-CoT's decoder (use_decoder True, no decoder_path: a second
+    from_pretrained of the same model), built by their own __init__: `peft` is stubbed,
+    from_pretrained hands over `lm`, then `decoder`."""
+    import transformers.training_args  # noqa: F401, PLC0415 (asks for peft before the stub is in)
+
+    peft = types.ModuleType("peft")
+    peft.get_peft_model = peft.PeftModel = peft.PeftConfig = None
+    monkeypatch.setitem(sys.modules, "peft", peft)
+    spec = importlib.util.spec_from_file_location("simcot_codi_model", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    loaded = iter([lm, decoder])
+    monkeypatch.setattr(
+        module, "AutoModelForCausalLM", types.SimpleNamespace(from_pretrained=lambda *a, **k: next(loaded))
+    )
+    tokenizer = types.SimpleNamespace(pad_token_id=GPT2_VOCAB, eos_token_id=GPT2_EOS)  # their [PAD]: the first new id
+    monkeypatch.setattr(module, "AutoTokenizer", types.SimpleNamespace(from_pretrained=lambda *a, **k: tokenizer))
+    model_args = types.SimpleNamespace(
+        model_name_or_path="gpt2", full_precision=True, train=True, use_decoder=True, decoder_path=None
+    )
+    training_args = types.SimpleNamespace(
+        bf16=False, num_latent=method.num_latent, use_lora=False, use_prj=True, prj_dim=48, prj_dropout=0.0,
+        prj_no_ln=False, print_loss=False, ref_loss_factor=method.ref_loss_factor,
+        distill_loss_div_std=method.distill_loss_div_std, distill_loss_type=method.distill_loss_type,
+        distill_loss_factor=method.distill_loss_factor, fix_attn_mask=False, restore_from="",
+        print_ref_model_stats=False, explain_loss_factor=0.5,
+    )  # fmt: skip
+    return module.CODI(model_args, training_args, lora_config=None)
+
+
+def test_codi_with_step_supervision_equals_their_code(tmp_path, monkeypatch):
+    """Their CODI + SIM-CoT (CODI/src/model.py, use_decoder True) and ours on the same tiny GPT-2,
+    decoder and batch: the step term, the total loss and every gradient (reasoning model, thought
+    projection, decoder). Their COCONUT + SIM-CoT (Coconut/coconut.py) cannot run here: it unpacks
+    the returned cache as (key, value) pairs (`for k, v in kv_cache`, coconut.py:361-367), which
+    transformers 5's DynamicCache no longer yields ("too many values to unpack"); the step-by-step
+    test above covers that variant."""
+    from test_codi import official_batch  # noqa: PLC0415 (their collator's batch, as the CODI checks build it)
+
+    source = simcot_codi_source(tmp_path)
+    if source is None:
+        pytest.skip(f"InternLM/SIM-CoT is not here: fetch it to {SIMCOT_MIRROR}")
+    lm = tiny_lm("gpt2", vocab_size=GPT2_VOCAB).double().eval()
+    decoder = tiny_lm("gpt2", vocab_size=GPT2_VOCAB, seed=1).double().eval()  # their fresh copy: GPT-2's vocabulary
+    method = Method("codi", stage="final", num_latent=2, self_distillation=True)
+    codi = their_codi(source, lm, decoder, method, monkeypatch)
+    codi.prj.double()
+    ids = SpecialIds(codi.bot_id, codi.eot_id, LATENT, PAUSE, GPT2_EOS, GPT2_EOS)
+
+    # Steps written as GSM8K-Aug's <<...>>, joined by nothing (as their merge joins them); the
+    # teacher drops the last; row 0 has more steps than groups (merged), row 1 fewer (no target).
+    def record(steps, answer):
+        return TokenizedSample(
+            [5, 6, 7], [[*s, SEP] for s in steps], [20, 21, *answer, GPT2_EOS], answer_prefix=2,
+            step_ids=tuple(map(tuple, steps)), step_separator=(),
+        )  # fmt: skip
+
+    samples = [
+        record(
+            [[OPEN, 10, 11, CLOSE], [OPEN, 12, CLOSE], [OPEN, 13, 14, CLOSE], [OPEN, 15, CLOSE], [OPEN, 9, CLOSE]], [30]
+        ),
+        record([[OPEN, 16, 17, CLOSE], [OPEN, 18, CLOSE]], [31, 32]),
+    ]
+    theirs = codi(**official_batch(samples, codi, ids))
+    their_grads = grads((codi,), theirs["loss"])
+    projection = MLPProjection(32, ProjectionConfig("mlp", prj_dim=48), dtype=torch.float64)
+    projection.load_state_dict(codi.prj.state_dict())
+    model = ContinuousThoughtLM(lm, LATENT, projection)
+    data = StageDataset(samples, stage=0, method=method, curriculum=CURRICULUM, ids=ids, step_texts=True)
+    batch = _collate_sequences([data[i] for i in range(len(data))], ids.latent, ids.pad, teacher=True)
+    terms = codi_loss(model, batch, method)
+    term = step_loss(
+        model, StepDecoder(decoder), batch["input_ids"], terms.hidden, batch["step_texts"], 1,
+        extra_thought=True, loss_level="token", first_position=0,
+    )  # fmt: skip
+    assert term.groups == 3  # the third group: only row 0 has a target
+    torch.testing.assert_close(0.5 * term.loss.double(), theirs["explain_loss"])
+    total = terms.loss + 0.5 * term.loss
+    torch.testing.assert_close(total, theirs["loss"])
+    ours = grads((model, StepDecoder(decoder)), total)
+    renamed = {
+        k.replace("0.codi.", "0.lm.", 1)
+        .replace("0.prj.", "0.thought_projection.", 1)
+        .replace("0.decoder.", "1.lm.", 1): g
+        for k, g in their_grads.items()
+    }
+    assert renamed.keys() == ours.keys()
+    for name, grad in renamed.items():
+        torch.testing.assert_close(ours[name], grad, msg=name)
