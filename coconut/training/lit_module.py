@@ -139,9 +139,12 @@ class CoconutLitModule(L.LightningModule):
             loss_level=spec.loss_level,
             first_position=0 if spec.codi else 1,
         )
+        self.log("train/step_groups", float(term.groups), batch_size=size)
         if term.groups:  # stage 0 has no thoughts: nothing to log
             self.log("train/step_loss", term.loss, batch_size=size)
-        self.log("train/step_groups", float(term.groups), batch_size=size)
+        elif self._trainer is not None and self.trainer.world_size > 1:
+            # DDP waits for every parameter's gradient: with nothing decoded, the decoder's are 0.
+            return loss + sum(p.view(-1)[0] for p in self.step_decoder.parameters()) * 0.0
         return loss + spec.weight * term.loss
 
     def _codi_step(self, batch: dict, size: int) -> torch.Tensor:
