@@ -27,6 +27,7 @@ from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM
+from coconut.core.step_supervision import StepSupervision
 from coconut.core.thought_projection import ProjectionConfig, build_thought_projection
 from coconut.core.tokens import SpecialIds, special_ids
 from coconut.data.checks import keep_within_context
@@ -93,6 +94,18 @@ def legibility_weight(cfg: DictConfig) -> float:
     return float((cfg.get("legibility") or {}).get("weight", 0.0))
 
 
+def step_supervision_of(cfg: DictConfig, method: Method) -> StepSupervision | None:
+    """SIM-CoT step supervision (conf/train.yaml `step_supervision`) as the training step reads it;
+    None when off (weight 0, or a config written before it existed)."""
+    block = cfg.get("step_supervision") or {}
+    if not block.get("weight"):
+        return None
+    level = block.get("loss_level") or ("token" if method.num_latent is not None else "sample")
+    codi = method.num_latent is not None
+    c_thought = 1 if codi else int(cfg.curriculum.c_thought)
+    return StepSupervision(float(block["weight"]), c_thought, level, codi)
+
+
 def check_prepared(data_cfg: DictConfig) -> None:
     """Datasets that a prepare command writes (`data.prepare`) say so when a file is missing; an
     evaluation set is refused with the message saying so."""
@@ -127,6 +140,7 @@ def build_datamodule(
         seed=cfg.seed,
         num_workers=cfg.data.num_workers,
         legibility_targets=legibility_weight(cfg) > 0,
+        step_texts=step_supervision_of(cfg, method) is not None,
     )
     for split in datamodule.samples:  # records longer than the model's positions: skipped or an error
         datamodule.records[split], datamodule.samples[split] = keep_within_context(
@@ -146,8 +160,9 @@ def build_datamodule(
 def build_module(
     cfg: DictConfig, model: ContinuousThoughtLM, tokenizer, method: Method | None = None
 ) -> CoconutLitModule:
-    """The LightningModule: the model, its optimizer and schedule, the legibility objective, and
-    CODI's loss for a `method` with self_distillation."""
+    """The LightningModule: the model, its optimizer and schedule, the legibility objective, step
+    supervision (its decoder a copy of the LM as it starts), and CODI's loss for a `method` with
+    self_distillation."""
     return CoconutLitModule(
         model,
         tokenizer,
@@ -160,6 +175,7 @@ def build_module(
         legibility_weight=legibility_weight(cfg),
         legibility_read=cfg.get("legibility", {}).get("read", "lm_head"),
         codi=method,
+        step_supervision=step_supervision_of(cfg, method) if method is not None else None,
     )
 
 

@@ -29,6 +29,7 @@ from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
 from coconut.core.legibility_objective import READS
 from coconut.core.methods import Method
+from coconut.core.step_supervision import LOSS_LEVELS
 from coconut.core.thought_projection import ProjectionConfig
 from coconut.data.checks import ANSWER_KINDS
 from coconut.eval.sampling import SamplingConfig
@@ -225,6 +226,28 @@ class LegibilityConfig:
 
 
 @dataclass
+class StepSupervisionConfig:
+    """coconut-train's `step_supervision`: SIM-CoT's auxiliary decoder (coconut/core/step_supervision.py)."""
+
+    weight: float = 0.0  # the step loss's weight in the training loss (their explain_loss_factor); 0: off
+    loss_level: str | None = None  # sample | token: each group's sum over rows or tokens; null: the method's
+    # (token for CODI's fixed thoughts, as their CODI code; sample otherwise, as their COCONUT code)
+
+    def problems(self, method: MethodConfig, key: str = "step_supervision") -> list[str]:
+        problems: list[str] = []
+        if isinstance(self.weight, bool) or not isinstance(self.weight, int | float) or self.weight < 0:
+            problems.append(f"{key}.weight must be a number >= 0 (0: off), got {self.weight!r}")
+        if self.loss_level is not None:
+            _choice(problems, f"{key}.loss_level", self.loss_level, LOSS_LEVELS)
+        if self.weight and method.thought != "continuous":
+            problems.append(
+                f"{key}.weight={self.weight} decodes continuous thoughts; method={method.name} has "
+                f"thought={method.thought}. Fix: step_supervision.weight=0, or a method with continuous thoughts"
+            )
+        return problems
+
+
+@dataclass
 class GateConfig:
     """coconut-train's `gate`: the learning gate (coconut/training/gate.py, whose GateConfig checks it)."""
 
@@ -267,6 +290,7 @@ class TrainConfig:
     scheduler: dict[str, Any] | None = None  # a `_partial_` LR scheduler; null: constant LR
     scheduler_interval: str = "step"  # step | epoch: when Lightning steps the scheduler
     legibility: LegibilityConfig = field(default_factory=LegibilityConfig)  # the legibility objective
+    step_supervision: StepSupervisionConfig = field(default_factory=StepSupervisionConfig)  # SIM-CoT's decoder
     gate: GateConfig = field(default_factory=GateConfig)  # the learning gate
     init_from: str | None = None  # start from this coconut-train checkpoint's weights and tokenizer
     optimized_metric: str | None = None  # hparams_search: the metric returned to the sweeper
@@ -282,6 +306,7 @@ class TrainConfig:
     def problems(self) -> list[str]:
         problems = [*self.curriculum.problems(), *self.method.problems(), *self.model.problems()]
         problems += [*self.data.problems(), *self.legibility.problems(), *self.gate.problems()]
+        problems += self.step_supervision.problems(self.method)
         problems += trainer_problems(self.trainer)
         every = ((self.callbacks or {}).get("last_checkpoint") or {}).get("every_n_train_steps")
         _count(problems, "callbacks.last_checkpoint.every_n_train_steps", every, 1, " (or null)", optional=True)

@@ -69,6 +69,7 @@ class CodiTerms:
     student: torch.Tensor  # the student's cross-entropy on the answer
     teacher: torch.Tensor  # the teacher's cross-entropy on the chain and the answer (unweighted)
     distill: torch.Tensor  # D, the distillation term (unweighted)
+    hidden: torch.Tensor  # (B, T, D): the student's last-layer states (step supervision reads its thoughts)
 
 
 def distillation(
@@ -120,4 +121,4 @@ def codi_loss(model: ContinuousThoughtLM, batch: dict, method: Method) -> CodiTe
         method.distill_loss_div_std,
     )
     loss = student_ce + method.distill_loss_factor * distill + method.ref_loss_factor * teacher_ce
-    return CodiTerms(loss=loss, student=student_ce, teacher=teacher_ce, distill=distill)
+    return CodiTerms(loss=loss, student=student_ce, teacher=teacher_ce, distill=distill, hidden=hidden)

@@ -15,6 +15,9 @@ Rows without thoughts are not shifted. Everything is right-padded to the longest
 With legibility targets (`thought_targets`), row b's n-th thought's target token ids sit in
 `thought_targets[b, n]`, padded with -1 (no token) to the largest set and the most thoughts.
 
+With step supervision (`step_texts`), row b's j-th group of thoughts' step text sits in
+`step_texts[b, j]`, eos-terminated, padded with -1 the same way.
+
 CODI batches (`collate_teacher`) add the teacher's sequences under `teacher_*` keys, batched as rows
 without thoughts (not shifted, right-padded), and each row's distillation column in both:
 
@@ -66,6 +69,7 @@ def collate_training(
     latent_id: int,
     pad_id: int,
     thought_targets: list[tuple[tuple[int, ...], ...]] | None = None,
+    step_texts: list[tuple[tuple[int, ...], ...]] | None = None,
 ) -> dict[str, torch.Tensor]:
     first = [r.index(latent_id) if latent_id in r else None for r in input_ids]
     align = max((f for f in first if f is not None), default=0)
@@ -73,6 +77,8 @@ def collate_training(
     batch = _batch(input_ids, left, pad_id, labels)
     if thought_targets is not None:
         batch["thought_targets"] = _pad_targets(thought_targets)
+    if step_texts is not None:
+        batch["step_texts"] = _pad_targets(step_texts)
     return batch
 
 

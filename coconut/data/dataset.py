@@ -4,7 +4,8 @@
 only) a sample's stage (or, for iCoT, its removal-smoothing offset) is drawn from a generator
 seeded by (seed, epoch, i), so an epoch is reproducible and a resumed run sees the same draws.
 For CODI (`method.self_distillation`) an item also carries the teacher's
-sequence and both distillation indices (coconut/data/sequences.py). `PromptDataset` gives
+sequence and both distillation indices (coconut/data/sequences.py); with `step_texts` (step
+supervision) each group of thoughts' step text. `PromptDataset` gives
 generation prompts for accuracy.
 """
 
@@ -18,7 +19,14 @@ from coconut.core.curriculum import Curriculum
 from coconut.core.methods import Method
 from coconut.core.tokens import SpecialIds
 from coconut.data.records import Record
-from coconut.data.sequences import TokenizedSample, build_prompt, build_sequence, distill_index, teacher_sequence
+from coconut.data.sequences import (
+    TokenizedSample,
+    build_prompt,
+    build_sequence,
+    distill_index,
+    step_texts,
+    teacher_sequence,
+)
 
 
 class StageDataset(Dataset):
@@ -33,8 +41,10 @@ class StageDataset(Dataset):
         epoch: int = 0,
         seed: int = 0,
         mix_stages: bool = False,
+        step_texts: bool = False,
     ):
         self.samples, self.stage, self.method, self.mix_stages = samples, stage, method, mix_stages
+        self.step_texts = step_texts
         self.curriculum, self.ids, self.epoch, self.seed = curriculum, ids, epoch, seed
 
     def __len__(self) -> int:
@@ -56,6 +66,8 @@ class StageDataset(Dataset):
             item["teacher_input_ids"], item["teacher_labels"] = teacher.input_ids, teacher.labels
             item["distill_index"] = distill_index(sequence, sample)
             item["teacher_distill_index"] = distill_index(teacher, sample)
+        if self.step_texts:
+            item["step_texts"] = step_texts(sample, self.method, self.curriculum, sequence.thoughts)
         return item
 
 

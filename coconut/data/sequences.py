@@ -20,6 +20,10 @@ last token of the answer's "### " prefix, the one before the answer's value):
     teacher  question "\n" | steps (the last one dropped unless include_last_cot) | "###" answer <eos>
                                                                                     ^ distilled at both
 
+With step supervision (`step_supervision.weight` > 0, coconut/core/step_supervision.py) each
+training sequence also carries `step_texts`: per group of c thoughts, the tokens an auxiliary
+decoder must write from them (`step_texts` below; SIM-CoT's explain targets).
+
 iCoT (`stage: tokens`) counts tokens, not steps: stage n drops the first n tokens of the chain of
 thought (the steps' tokens in order), plus a per-sample smoothing offset in training:
 
@@ -53,14 +57,22 @@ class TokenizedSample:
     # Tokens of `answer` that spell its "### " prefix (shared with the encoding of "### " alone): the
     # last of them is the token before the answer's value, where CODI distils.
     answer_prefix: int = 1
+    # Per step, its text's tokens alone (no "\n"), and the tokens of the "\n" that joins steps; empty
+    # unless tokenized with step texts (step supervision).
+    step_ids: tuple[tuple[int, ...], ...] = ()
+    step_separator: tuple[int, ...] = ()
 
 
 def tokenize_records(
-    records: list[Record], tokenizer: PreTrainedTokenizerBase, with_step_targets: bool = False
+    records: list[Record],
+    tokenizer: PreTrainedTokenizerBase,
+    with_step_targets: bool = False,
+    with_step_texts: bool = False,
 ) -> list[TokenizedSample]:
     """Question, each step and the answer encoded separately (as the official code does), so that
     dropping a step never re-tokenizes its neighbours; one tokenizer call per part for all records.
-    `with_step_targets`: also each step's key-content tokens, for the legibility objective."""
+    `with_step_targets`: also each step's key-content tokens, for the legibility objective;
+    `with_step_texts`: also each step's text alone, for step supervision."""
 
     def encode(texts: list[str], special: bool) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=special)["input_ids"] if texts else []
@@ -70,12 +82,19 @@ def tokenize_records(
     answers = encode(["### " + r.answer for r in records], False)
     prefix = encode(["### "], False)[0] if records else []
     targets = step_targets(records, tokenizer) if with_step_targets else [()] * len(records)
+    texts = encode([s for r in records for s in r.steps], False) if with_step_texts else []
+    separator = tuple(encode(["\n"], False)[0]) if with_step_texts and records else ()
     samples, cursor = [], 0
     for record, question, answer, target in zip(records, questions, answers, targets):
         steps = flat_steps[cursor : cursor + len(record.steps)]
         cursor += len(record.steps)
         shared = next((i for i, (a, b) in enumerate(zip(answer, prefix)) if a != b), min(len(answer), len(prefix)))
-        samples.append(TokenizedSample(question, steps, answer + [tokenizer.eos_token_id], target, max(shared, 1)))
+        step_ids = tuple(map(tuple, texts[cursor - len(record.steps) : cursor])) if with_step_texts else ()
+        samples.append(
+            TokenizedSample(
+                question, steps, answer + [tokenizer.eos_token_id], target, max(shared, 1), step_ids, separator
+            )
+        )
     return samples
 
 
@@ -174,3 +193,31 @@ def distill_index(sequence: Sequence, sample: TokenizedSample) -> int:
     """The index in `sequence` (which ends with `sample.answer`) of CODI's distillation token: the
     last token of the answer's "### " prefix."""
     return len(sequence.input_ids) - len(sample.answer) + sample.answer_prefix - 1
+
+
+def step_texts(
+    sample: TokenizedSample, method: Method, curriculum: Curriculum, thoughts: int
+) -> tuple[tuple[int, ...], ...]:
+    """Step supervision's targets for a sequence with `thoughts` thoughts: per group of thoughts, the
+    tokens the auxiliary decoder writes from it, eos-terminated (empty: no target). As SIM-CoT's
+    code: step j for the first cap - 1 groups, the remaining steps joined by "\n" for the last.
+
+      COCONUT  groups of c = c_thought, thoughts // c of them, cap = max_latent_stage; a group
+               past the record's steps writes the answer ("### N", their pseudo thought)
+      CODI     groups of 1, num_latent + 1 of them (the last thought's own state too), cap the same,
+               over the teacher's steps (`teacher_sequence`'s); a group past them has none"""
+    eos = sample.answer[-1:]
+    if method.num_latent is not None:
+        steps = sample.step_ids if method.include_last_cot else sample.step_ids[:-1]
+        groups = cap = method.num_latent + 1
+        beyond: tuple[int, ...] = ()
+    else:
+        steps, cap = sample.step_ids, curriculum.max_latent_stage
+        groups, beyond = thoughts // curriculum.c_thought, tuple(sample.answer)
+    texts = [tuple(s) for s in steps[: cap - 1]]
+    if steps[cap - 1 :]:
+        merged = list(steps[cap - 1])
+        for step in steps[cap:]:
+            merged += [*sample.step_separator, *step]
+        texts.append(tuple(merged))
+    return tuple(texts[j] + tuple(eos) if j < len(texts) else beyond for j in range(groups))

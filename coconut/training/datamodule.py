@@ -35,6 +35,7 @@ def _collate_sequences(
         latent_id,
         pad_id,
         [i["thought_targets"] for i in items] if targets else None,
+        [i["step_texts"] for i in items] if "step_texts" in items[0] else None,
     )
     if not teacher:
         return batch
@@ -120,14 +121,22 @@ class CoconutDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         legibility_targets: bool = False,
+        step_texts: bool = False,
     ):
         super().__init__()
         self.records = splits
         # Training batches carry each thought's key-content tokens for the legibility objective
         # (`legibility.weight` > 0); only the train split needs them.
         self.legibility_targets = legibility_targets
+        # And each group of thoughts' step text for step supervision (`step_supervision.weight` > 0).
+        self.step_texts = step_texts
         self.samples = {
-            split: tokenize_records(recs, tokenizer, with_step_targets=legibility_targets and split == "train")
+            split: tokenize_records(
+                recs,
+                tokenizer,
+                with_step_targets=legibility_targets and split == "train",
+                with_step_texts=step_texts and split == "train",
+            )
             for split, recs in splits.items()
         }
         self.ids, self.method, self.curriculum, self.seed = ids, method, curriculum, seed
@@ -151,6 +160,7 @@ class CoconutDataModule(L.LightningDataModule):
             epoch=epoch,
             seed=self.seed,
             mix_stages=shuffle,
+            step_texts=self.step_texts and shuffle,
         )
         collate = partial(
             _collate_sequences,

@@ -13,6 +13,9 @@ scored per batch and `train/legibility_unscored_samples` the samples with though
 no key content (they add nothing). A CODI method (`codi`, coconut/core/codi.py) trains on its loss
 instead: `train/loss` is the total, `train/student_loss`, `train/teacher_loss` and
 `train/distill_loss` its terms (unweighted); `{val,test}/loss` stay the student's next-token loss.
+With step supervision (`step_supervision`, coconut/core/step_supervision.py) `train/loss` adds
+weight x `train/step_loss` to either, `train/step_groups` the groups decoded per batch; its decoder
+(`step_decoder`) is in the training checkpoints, and `rebuild_from_checkpoint` leaves it out.
 Checkpoints carry what evaluation needs to rebuild the model without the training run's folder: the
 tokenizer files and the model config.
 """
@@ -32,6 +35,7 @@ from coconut.core.errors import ConfigError
 from coconut.core.legibility_objective import check_read, thought_legibility
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM
+from coconut.core.step_supervision import StepDecoder, StepSupervision, step_loss
 from coconut.core.thought_projection import build_thought_projection, projection_config
 from coconut.eval.evaluator import (
     Answer,
@@ -62,11 +66,17 @@ class CoconutLitModule(L.LightningModule):
         legibility_weight: float = 0.0,
         legibility_read: str = "lm_head",
         codi: Method | None = None,
+        step_supervision: StepSupervision | None = None,
     ):
         super().__init__()
         # A method with self_distillation: training batches carry the teacher and train on CODI's loss.
         self.codi = codi if codi is not None and codi.self_distillation else None
         self.model, self.tokenizer = model, tokenizer
+        # SIM-CoT's auxiliary decoder, a copy of the LM as training starts; only when on, so that a
+        # run without it has the same parameters, optimizer and checkpoints as before.
+        self.step_supervision = step_supervision
+        if step_supervision is not None:
+            self.step_decoder = StepDecoder.of(model.lm)
         check_read(legibility_read, model.thought_projection)
         self.legibility_weight, self.legibility_read = legibility_weight, legibility_read
         if scheduler_interval not in ("step", "epoch"):
@@ -92,29 +102,58 @@ class CoconutLitModule(L.LightningModule):
         size = batch["input_ids"].shape[0]
         if self.codi is not None and "teacher_input_ids" in batch:
             return self._codi_step(batch, size)
-        if not self.legibility_weight or "thought_targets" not in batch:  # the paper's method
+        legible = self.legibility_weight and "thought_targets" in batch
+        if not legible and "step_texts" not in batch:  # the paper's method
             loss = self.model_step(batch)
             self.log("train/loss", loss, prog_bar=True, batch_size=size)
             return loss
         out = self.model(batch["input_ids"], batch["attention_mask"], batch["position_ids"], labels=batch["labels"])
-        term = thought_legibility(
-            self.model, batch["input_ids"], out.hidden_states, batch["thought_targets"], self.legibility_read
-        )
-        loss = out.loss + self.legibility_weight * term.loss
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        loss = out.loss
         self.log("train/lm_loss", out.loss, batch_size=size)
-        if term.thoughts_scored:  # stage 0 has no thoughts: nothing to log
-            self.log("train/legibility_loss", term.loss, batch_size=term.thoughts_scored)
-        self.log("train/legibility_thoughts", float(term.thoughts_scored), batch_size=size)
-        self.log("train/legibility_unscored_samples", float(term.samples_unscored), batch_size=size)
+        if legible:
+            term = thought_legibility(
+                self.model, batch["input_ids"], out.hidden_states, batch["thought_targets"], self.legibility_read
+            )
+            loss = loss + self.legibility_weight * term.loss
+            if term.thoughts_scored:  # stage 0 has no thoughts: nothing to log
+                self.log("train/legibility_loss", term.loss, batch_size=term.thoughts_scored)
+            self.log("train/legibility_thoughts", float(term.thoughts_scored), batch_size=size)
+            self.log("train/legibility_unscored_samples", float(term.samples_unscored), batch_size=size)
+        loss = self._add_step_loss(loss, batch, out.hidden_states, size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         return loss
+
+    def _add_step_loss(self, loss: torch.Tensor, batch: dict, hidden: torch.Tensor, size: int) -> torch.Tensor:
+        """`loss` + weight x the step-supervision term, when the batch carries step texts."""
+        spec = self.step_supervision
+        if spec is None or "step_texts" not in batch:
+            return loss
+        term = step_loss(
+            self.model,
+            self.step_decoder,
+            batch["input_ids"],
+            hidden,
+            batch["step_texts"],
+            spec.c_thought,
+            extra_thought=spec.codi,
+            loss_level=spec.loss_level,
+            first_position=0 if spec.codi else 1,
+        )
+        self.log("train/step_groups", float(term.groups), batch_size=size)
+        if term.groups:  # stage 0 has no thoughts: nothing to log
+            self.log("train/step_loss", term.loss, batch_size=size)
+        elif self._trainer is not None and self.trainer.world_size > 1:
+            # DDP waits for every parameter's gradient: with nothing decoded, the decoder's are 0.
+            return loss + sum(p.view(-1)[0] for p in self.step_decoder.parameters()) * 0.0
+        return loss + spec.weight * term.loss
 
     def _codi_step(self, batch: dict, size: int) -> torch.Tensor:
         terms = codi_loss(self.model, batch, self.codi)
-        self.log("train/loss", terms.loss, prog_bar=True, batch_size=size)
+        loss = self._add_step_loss(terms.loss, batch, terms.hidden, size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for name in ("student", "teacher", "distill"):
             self.log(f"train/{name}_loss", getattr(terms, name), batch_size=size)
-        return terms.loss
+        return loss
 
     def _eval_step(self, split: str, batch: dict, dataloader_idx: int) -> None:
         if dataloader_idx == 0:

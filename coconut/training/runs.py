@@ -115,6 +115,9 @@ def run_config(cfg: DictConfig) -> dict:
     # key existed: such a run compares equal to one recorded then.
     if resolved.get("legibility") == {"weight": 0.0, "read": "lm_head"}:
         resolved.pop("legibility")
+    # Likewise step supervision off.
+    if resolved.get("step_supervision") == {"weight": 0.0, "loss_level": None}:
+        resolved.pop("step_supervision")
     # Likewise the learning gate off.
     if resolved.get("gate") == {"min_val_acc": None, "extra_epochs": 0, "monitor": "val/acc"}:
         resolved.pop("gate")
