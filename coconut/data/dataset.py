@@ -4,7 +4,8 @@
 only) a sample's stage (or, for iCoT, its removal-smoothing offset) is drawn from a generator
 seeded by (seed, epoch, i), so an epoch is reproducible and a resumed run sees the same draws.
 For CODI (`method.self_distillation`) an item also carries the teacher's
-sequence and both distillation indices (coconut/data/sequences.py). `PromptDataset` gives
+sequence and both distillation indices (coconut/data/sequences.py); for CoLaR, each latent's step
+tokens at a compression factor drawn as the stage is. `PromptDataset` gives
 generation prompts for accuracy.
 """
 
@@ -18,7 +19,14 @@ from coconut.core.curriculum import Curriculum
 from coconut.core.methods import Method
 from coconut.core.tokens import SpecialIds
 from coconut.data.records import Record
-from coconut.data.sequences import TokenizedSample, build_prompt, build_sequence, distill_index, teacher_sequence
+from coconut.data.sequences import (
+    TokenizedSample,
+    build_prompt,
+    build_sequence,
+    colar_sequence,
+    distill_index,
+    teacher_sequence,
+)
 
 
 class StageDataset(Dataset):
@@ -42,6 +50,8 @@ class StageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
+        if self.method.colar:
+            return self._colar_item(sample, index)
         stage, offset = self.stage, 0
         if self.mix_stages and self.method.stage in ("curriculum", "tokens"):
             rng = random.Random(hash((self.seed, self.epoch, index)))
@@ -57,6 +67,14 @@ class StageDataset(Dataset):
             item["distill_index"] = distill_index(sequence, sample)
             item["teacher_distill_index"] = distill_index(teacher, sample)
         return item
+
+    def _colar_item(self, sample: TokenizedSample, index: int) -> dict:
+        """CoLaR: in training, c drawn from the factors trained (their colar.py:69-76 draws it per batch);
+        elsewhere the factor of inference; the latents' labels drawn from the same generator."""
+        rng = random.Random(hash((self.seed, self.epoch, index)))
+        c = rng.choice(self.method.compression_factors) if self.mix_stages else self.method.compression_factor
+        sequence = colar_sequence(sample, c, self.ids, rng)
+        return {"input_ids": sequence.input_ids, "labels": sequence.labels, "colar_groups": sequence.groups}
 
 
 class PromptDataset(Dataset):

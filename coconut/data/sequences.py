@@ -20,6 +20,15 @@ last token of the answer's "### " prefix, the one before the answer's value):
     teacher  question "\n" | steps (the last one dropped unless include_last_cot) | "###" answer <eos>
                                                                                     ^ distilled at both
 
+CoLaR (`method.max_compression_factor`, coconut/core/colar.py) compresses the chain of thought, as
+tokens, c at a time into latents (c drawn per training sample), and tells c in the prompt:
+
+    question "\n" (Thinking speed: c) | <|start-latent|> <|latent|> x ceil(n / c) <|end-latent|> | "###" answer <eos>
+    label:   -100 ...               -100 | <|start-latent|> one token of each group  <|end-latent|> | "###" answer <eos>
+
+with each latent's c step tokens (`Sequence.groups`); the prompt stops after <|start-latent|>, and
+generation decides how many latents follow.
+
 iCoT (`stage: tokens`) counts tokens, not steps: stage n drops the first n tokens of the chain of
 thought (the steps' tokens in order), plus a per-sample smoothing offset in training:
 
@@ -28,6 +37,8 @@ thought (the steps' tokens in order), plus a per-sample smoothing offset in trai
 
 from __future__ import annotations
 
+import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
 
@@ -53,14 +64,24 @@ class TokenizedSample:
     # Tokens of `answer` that spell its "### " prefix (shared with the encoding of "### " alone): the
     # last of them is the token before the answer's value, where CODI distils.
     answer_prefix: int = 1
+    # CoLaR: the tokens of "(Thinking speed: c)" for each compression factor c (one mapping shared by
+    # the samples of a split); empty for other methods.
+    speed: Mapping[int, list[int]] | None = None
+
+
+SPEED_TEMPLATE = "(Thinking speed: {})"  # CoLaR's prompt suffix (their model_base.py:42)
 
 
 def tokenize_records(
-    records: list[Record], tokenizer: PreTrainedTokenizerBase, with_step_targets: bool = False
+    records: list[Record],
+    tokenizer: PreTrainedTokenizerBase,
+    with_step_targets: bool = False,
+    speeds: tuple[int, ...] = (),
 ) -> list[TokenizedSample]:
     """Question, each step and the answer encoded separately (as the official code does), so that
     dropping a step never re-tokenizes its neighbours; one tokenizer call per part for all records.
-    `with_step_targets`: also each step's key-content tokens, for the legibility objective."""
+    `with_step_targets`: also each step's key-content tokens, for the legibility objective; `speeds`:
+    CoLaR's compression factors, whose prompt suffixes each sample carries."""
 
     def encode(texts: list[str], special: bool) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=special)["input_ids"] if texts else []
@@ -70,12 +91,15 @@ def tokenize_records(
     answers = encode(["### " + r.answer for r in records], False)
     prefix = encode(["### "], False)[0] if records else []
     targets = step_targets(records, tokenizer) if with_step_targets else [()] * len(records)
+    speed = dict(zip(speeds, encode([SPEED_TEMPLATE.format(c) for c in speeds], False))) if speeds else None
     samples, cursor = [], 0
     for record, question, answer, target in zip(records, questions, answers, targets):
         steps = flat_steps[cursor : cursor + len(record.steps)]
         cursor += len(record.steps)
         shared = next((i for i, (a, b) in enumerate(zip(answer, prefix)) if a != b), min(len(answer), len(prefix)))
-        samples.append(TokenizedSample(question, steps, answer + [tokenizer.eos_token_id], target, max(shared, 1)))
+        samples.append(
+            TokenizedSample(question, steps, answer + [tokenizer.eos_token_id], target, max(shared, 1), speed)
+        )
     return samples
 
 
@@ -86,6 +110,7 @@ class Sequence:
     thoughts: int  # thought positions written (latent or pause)
     # Per continuous thought, in order, the token ids its legibility target names (empty: none).
     thought_targets: tuple[tuple[int, ...], ...] = ()
+    groups: tuple[tuple[int, ...], ...] = ()  # CoLaR: each latent's step tokens, in order
 
 
 def stage_plan(method: Method, curriculum: Curriculum, stage: int, n_steps: int) -> StagePlan:
@@ -112,7 +137,10 @@ def build_sequence(
     removal_offset: int = 0,
 ) -> Sequence:
     """The training sequence of `sample` at `stage` (before any per-sample stage mixing);
-    `removal_offset`: iCoT's extra tokens removed from this sample (removal smoothing)."""
+    `removal_offset`: iCoT's extra tokens removed from this sample (removal smoothing). CoLaR's is
+    `colar_sequence`'s at the smallest factor trained (the longest)."""
+    if method.colar:
+        return colar_sequence(sample, min(method.compression_factors), ids)
     if method.stage == "tokens":
         cot = list(chain.from_iterable(sample.steps))
         removed = len(cot) if method.removes_all(stage) else min(stage + removal_offset, len(cot))
@@ -123,6 +151,21 @@ def build_sequence(
     text = list(chain.from_iterable(sample.steps[plan.steps_dropped :])) + sample.answer
     targets = thought_targets(sample, plan, curriculum.c_thought) if method.thought == "continuous" else ()
     return Sequence(prompt + text, [IGNORE] * len(prompt) + text, plan.thoughts, targets)
+
+
+def colar_sequence(sample: TokenizedSample, c: int, ids: SpecialIds, rng: random.Random | None = None) -> Sequence:
+    """CoLaR's training sequence of `sample` at compression factor `c`: the chain of thought's tokens
+    in groups of c (the last one may be short), one latent each, labelled with one token of its
+    group drawn by `rng` (uniformly, as their utils.py:12-22; without `rng`, the group's first)."""
+    cot = list(chain.from_iterable(sample.steps))
+    groups = tuple(tuple(cot[i : i + c]) for i in range(0, len(cot), c))
+    labels = [g[rng.randrange(len(g))] if rng is not None else g[0] for g in groups]
+    prompt = sample.question + sample.speed[c]
+    body = [ids.start_latent, *[ids.latent] * len(groups), ids.end_latent]
+    label_body = [ids.start_latent, *labels, ids.end_latent]
+    return Sequence(
+        prompt + body + sample.answer, [IGNORE] * len(prompt) + label_body + sample.answer, len(groups), (), groups
+    )
 
 
 def thought_targets(sample: TokenizedSample, plan: StagePlan, latents_per_step: int) -> tuple[tuple[int, ...], ...]:
@@ -146,6 +189,8 @@ def build_prompt(
     """What generation starts from: the question and the thought span of `stage` (or exactly
     `n_thoughts` thoughts, for inference-time scaling). The count never depends on the sample's
     reference steps (`prompt_thoughts`), unlike the training sequence of the same stage."""
+    if method.colar:  # the model decides how many latents follow (coconut/core/colar.py)
+        return sample.question + sample.speed[method.compression_factor] + [ids.start_latent]
     if n_thoughts is None:
         n_thoughts = prompt_thoughts(method, curriculum, stage)
     return sample.question + thought_span(method, ids, n_thoughts)
@@ -155,7 +200,7 @@ def prompt_thoughts(method: Method, curriculum: Curriculum, stage: int) -> int:
     """Thoughts in every generation prompt of `method` at `stage` (validation and evaluation):
     k * c at stage k, max_latent_stage * c at the final stage (`Curriculum.inference_thoughts`);
     none for methods without thoughts and for iCoT."""
-    if method.stage == "tokens" or method.thought == "none":
+    if method.stage == "tokens" or method.thought == "none" or method.colar:  # CoLaR's: the model's choice
         return 0
     if method.num_latent is not None:
         return method.num_latent

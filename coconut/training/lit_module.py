@@ -13,6 +13,9 @@ scored per batch and `train/legibility_unscored_samples` the samples with though
 no key content (they add nothing). A CODI method (`codi`, coconut/core/codi.py) trains on its loss
 instead: `train/loss` is the total, `train/student_loss`, `train/teacher_loss` and
 `train/distill_loss` its terms (unweighted); `{val,test}/loss` stay the student's next-token loss.
+A CoLaR method (`colar`, coconut/core/colar.py) trains on its loss: `train/loss` the total,
+`train/ce_loss`, `train/latent_loss` and `train/entropy` its terms; `{val,test}/loss` its
+cross-entropy at the compression factor of inference.
 Checkpoints carry what evaluation needs to rebuild the model without the training run's folder: the
 tokenizer files and the model config.
 """
@@ -28,11 +31,13 @@ from torchmetrics import MeanMetric
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from coconut.core.codi import codi_loss
+from coconut.core.colar import colar_loss
 from coconut.core.errors import ConfigError
 from coconut.core.legibility_objective import check_read, thought_legibility
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import build_thought_projection, projection_config
+from coconut.core.tokens import special_ids
 from coconut.eval.evaluator import (
     Answer,
     answer_batch,
@@ -66,6 +71,9 @@ class CoconutLitModule(L.LightningModule):
         super().__init__()
         # A method with self_distillation: training batches carry the teacher and train on CODI's loss.
         self.codi = codi if codi is not None and codi.self_distillation else None
+        # A CoLaR method (max_compression_factor): batches carry `colar_groups` and train on its loss.
+        self.colar = codi if codi is not None and codi.colar else None
+        self.start_latent_id = special_ids(tokenizer).start_latent if self.colar else None
         self.model, self.tokenizer = model, tokenizer
         check_read(legibility_read, model.thought_projection)
         self.legibility_weight, self.legibility_read = legibility_weight, legibility_read
@@ -84,6 +92,8 @@ class CoconutLitModule(L.LightningModule):
 
     # -- steps -------------------------------------------------------------------------------
     def model_step(self, batch: dict) -> torch.Tensor:
+        if self.colar is not None and "colar_groups" in batch:
+            return colar_loss(self.model, batch, self.colar, self.start_latent_id).ce
         return self.model(
             batch["input_ids"], batch["attention_mask"], batch["position_ids"], labels=batch["labels"]
         ).loss
@@ -92,6 +102,8 @@ class CoconutLitModule(L.LightningModule):
         size = batch["input_ids"].shape[0]
         if self.codi is not None and "teacher_input_ids" in batch:
             return self._codi_step(batch, size)
+        if self.colar is not None and "colar_groups" in batch:
+            return self._colar_step(batch, size)
         if not self.legibility_weight or "thought_targets" not in batch:  # the paper's method
             loss = self.model_step(batch)
             self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -114,6 +126,14 @@ class CoconutLitModule(L.LightningModule):
         self.log("train/loss", terms.loss, prog_bar=True, batch_size=size)
         for name in ("student", "teacher", "distill"):
             self.log(f"train/{name}_loss", getattr(terms, name), batch_size=size)
+        return terms.loss
+
+    def _colar_step(self, batch: dict, size: int) -> torch.Tensor:
+        terms = colar_loss(self.model, batch, self.colar, self.start_latent_id)
+        self.log("train/loss", terms.loss, prog_bar=True, batch_size=size)
+        self.log("train/ce_loss", terms.ce, batch_size=size)
+        self.log("train/latent_loss", terms.latent, batch_size=size)
+        self.log("train/entropy", terms.entropy, batch_size=size)
         return terms.loss
 
     def _eval_step(self, split: str, batch: dict, dataloader_idx: int) -> None:
