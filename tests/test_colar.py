@@ -4,14 +4,21 @@ against their own forward where a copy of their code is at hand, generation with
 factor chosen at inference, and end to end (coconut-train method=colar, then coconut-eval with another
 c and coconut-export on its checkpoint)."""
 
+import importlib
 import json
 import math
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
+import lightning
 import pytest
 import torch
 from conftest import scalars, tiny_cfg, tiny_lm
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from coconut import CONFIG_DIR
 from coconut.commands.evaluate import run_evaluation
@@ -23,10 +30,11 @@ from coconut.core.curriculum import Curriculum
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import build_thought_projection
+from coconut.core.tokenizer import build_tokenizer
 from coconut.core.tokens import SpecialIds
 from coconut.data.collate import collate_prompts
 from coconut.data.dataset import PromptDataset, StageDataset
-from coconut.data.sequences import TokenizedSample
+from coconut.data.sequences import TokenizedSample, colar_sequence
 from coconut.eval.evaluator import answer_batch
 from coconut.training.datamodule import _collate_prompts, _collate_sequences
 
@@ -62,7 +70,8 @@ def reference_loss(model: ContinuousThoughtLM, batch: dict, method: Method) -> t
     """Their equations one row at a time, no padding: the inputs written out (question, speed, "###",
     each group's sum over sqrt(count) + 1e-5, "###", answer), one forward on inputs_embeds, the
     cross-entropy of every labelled next token summed by hand, the head's NLL or MSE against the next
-    input over sigma, one rsample drawn for all rows in row order."""
+    input over sigma, one rsample drawn for all rows in row order. A row at c = 1 keeps its embeddings
+    (colar.py:98-100); above it, "###" is the first group's one token, over 1 + 1e-5."""
     emb, head = model.lm.transformer.wte.weight, model.thought_projection
     nll_sum, count, means, stds, golds = 0.0, 0, [], [], []
     for b in range(batch["input_ids"].shape[0]):
@@ -74,8 +83,11 @@ def reference_loss(model: ContinuousThoughtLM, batch: dict, method: Method) -> t
             if token == LATENT:
                 g = groups[n]
                 denominator = math.sqrt(len(g)) if method.sqrt_mean else len(g)
-                rows.append(sum(emb[t] for t in g.tolist()) / (denominator + 1e-5))
+                total = sum(emb[t] for t in g.tolist())
+                rows.append(total if batch["colar_factors"][b] == 1 else total / (denominator + 1e-5))
                 n += 1
+            elif token == START and batch["colar_factors"][b] > 1:  # "###" alone in the first group
+                rows.append(emb[token] / (1 + 1e-5))
             else:
                 rows.append(emb[token])
         inputs = torch.stack(rows)  # (T, D)
@@ -115,7 +127,7 @@ def test_the_loss_and_its_gradient_equal_the_equations_step_by_step(embed_modeli
     for seed in range(3):  # different factors and labels drawn per sample
         batch = colar_batch(method, seed=seed)
         torch.manual_seed(7)  # the rsample's noise: the same draws as the reference's
-        ours = colar_loss(model, batch, method, START).loss
+        ours = colar_loss(model, batch, method).loss
         expected = reference_loss(model, batch, method)
         torch.testing.assert_close(ours, expected)
         ours_grads, expected_grads = grads(model, ours), grads(model, expected)
@@ -151,6 +163,124 @@ def test_sequences_group_the_chain_c_tokens_at_a_time():
 def test_bad_colar_values_are_named(fields, match):
     with pytest.raises(Exception, match=match):
         Method("colar", **{"stage": "final", **fields})
+
+
+# -- against the official code (xiaomi-research/colar), where a copy of it is at hand ----------------------
+COLAR_MIRROR = Path("/work/.mirror/xiaomi-research+colar/repo")  # a bare clone, as the `fetch` tool leaves it
+
+
+def official_package(tmp_path: Path, monkeypatch):
+    """Their src/ as the package `colar_official` (from $COLAR_SRC, a checkout, or the bare mirror),
+    its one `peft` import removed (LoRA is off); None if neither is here."""
+    checkout = os.environ.get("COLAR_SRC")
+    if checkout and (Path(checkout) / "src" / "models" / "colar.py").exists():
+        shutil.copytree(Path(checkout) / "src", tmp_path / "colar_official")
+    elif (COLAR_MIRROR / "HEAD").exists():
+        archive = subprocess.run(["git", f"--git-dir={COLAR_MIRROR}", "archive", "HEAD", "src"], capture_output=True)
+        if archive.returncode:
+            return None
+        subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive.stdout, check=True)
+        (tmp_path / "src").rename(tmp_path / "colar_official")
+    else:
+        return None
+    base = tmp_path / "colar_official" / "models" / "model_base.py"  # peft is not installed here; LoRA is off
+    base.write_text(base.read_text().replace("from peft import LoraConfig, get_peft_model", "LoraConfig = None"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module("colar_official.models.colar")
+
+
+def official_colar(module, lm, tokenizer, head, method: Method, loss: str):
+    """Their LitCoLaR around `lm`, `tokenizer` and our head's weights, built without its __init__ (which
+    loads a model from a workspace path); their config keys, their templates (model_base.py:41-46)."""
+    ours = module.LitCoLaR.__new__(module.LitCoLaR)
+    lightning.LightningModule.__init__(ours)
+    latent_cot_config = {
+        "ce_weight": method.ce_weight,
+        "embed_modeling_weight": method.embed_modeling_weight,
+        "embed_modeling_loss": loss,
+        "entropy_weight": 0,
+        "pred_embed_forward_weight": 0,
+        "max_compression_factor": str(method.max_compression_factor[0]),  # a string: c drawn from {c}
+        "sqrt_mean": method.sqrt_mean,
+    }
+    ours.model_kwargs = OmegaConf.create({"latent_cot_config": latent_cot_config, "do_rl": False})
+    ours.tokenizer, ours.llm, ours.embedding = tokenizer, lm, lm.get_input_embeddings()
+    ours.question_template, ours.speed_template = "Question: {} Let's think step by step:", "(Thinking speed: {})"
+    ours.thinking_separator, ours.steps_template, ours.answer_template = "###", "{}", "Answer:{}"
+    ours.thinking_separator_id = tokenizer.convert_tokens_to_ids("###")
+    ours.latent_policy = module.LatentPolicy(lm.config.n_embd, head.mean.in_features, head.deterministic).double()
+    ours.latent_policy.load_state_dict(head.state_dict())
+    ours.embeds_std = head.embeds_std
+    return ours
+
+
+@pytest.mark.parametrize("c, loss", [(1, "nll"), (2, "nll"), (3, "nll"), (2, "mse")])
+def test_the_loss_and_gradients_equal_the_official_codes(c, loss, tmp_path, monkeypatch):
+    """Their LitCoLaR.forward (src/models/colar.py:67-265) on text, ours on the same tokens: the same
+    loss and gradients. Their label draw (torch.multinomial) is replaced by the group's first real token
+    in both; mse uses their deterministic head (std 1e-9), whose rsample is the mean to 1e-9. One row a
+    batch, and for c > 1 chains whose length is not a multiple of c: otherwise their layout opens the
+    steps with pad columns, and the "###" label is predicted from one (coconut/core/colar.py, "Not followed")."""
+    module = official_package(tmp_path, monkeypatch)
+    if module is None:
+        pytest.skip(f"xiaomi-research/colar is not here: set COLAR_SRC to a checkout, or fetch it to {COLAR_MIRROR}")
+    first = lambda mask: mask.long().argmax(-1, keepdim=True)  # noqa: E731 (B, G, c) -> (B, G, 1)
+    monkeypatch.setattr(module, "sample_indices_from_attention_mask_3d", first)
+    texts = [
+        ("3 + 4 * 2", "4 * 2 = 8 3 + 8 = 11", "11"),
+        ("12 - 5", "12 - 5 = 7", "7"),
+        ("1+1", "1 + 1 = 2 so", "2"),
+        ("2 * 3", "2 * 3 = 6", "6"),
+        ("9 - 1 - 1", "9 - 1 = 8 8 - 1 = 7", "7"),
+        ("5+5", "5 + 5 = 10", "10"),
+    ]
+    tokenizer = build_tokenizer([t for row in texts for t in row] + ["Question: Let's think step by step:"], 300)
+    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    tokenizer.add_tokens(["###", "<|latent|>"])  # ours only: their code never writes it (its row: no gradient)
+    tokenizer.batch_encode_plus = tokenizer.__call__  # gone in transformers 5; the same call
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=4)
+    lm = GPT2LMHeadModel(config).double().eval()
+    method = colar_method(max_compression_factor=[c], compression_factor=c, embed_modeling_loss=loss)
+    head = build_thought_projection({"name": "latent_policy", "lp_intermediate_size": 24,
+                                     "lp_deterministic": loss == "mse", "embeds_std": 0.1}, lm)  # fmt: skip
+    theirs = official_colar(module, lm, tokenizer, head, method, loss)
+    latent = tokenizer.convert_tokens_to_ids("<|latent|>")
+    model = ContinuousThoughtLM(lm, latent, head)
+    sep = tokenizer.convert_tokens_to_ids("###")
+    ids = SpecialIds(start_latent=sep, end_latent=sep, latent=latent, pause=-1, eos=tokenizer.eos_token_id,
+                     pad=tokenizer.pad_token_id)  # fmt: skip
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    checked = 0
+    for rows in [[row] for row in texts]:
+        if c > 1 and len(encode(rows[0][1])) % c == 0:  # their layout would open the steps with a pad group
+            continue
+        checked += 1
+        samples = [
+            TokenizedSample(encode(f"Question: {q} Let's think step by step:(Thinking speed: {c})"), [encode(s)],
+                            encode(f"Answer:{a}") + [tokenizer.eos_token_id], speed={c: []})
+            for q, s, a in rows
+        ]  # fmt: skip
+        data = StageDataset(samples, stage=0, method=method, curriculum=Curriculum(), ids=ids)
+        items = [data[i] for i in range(len(data))]
+        for item, sample in zip(items, samples):  # the group's first token, as `first` draws theirs
+            item["labels"] = colar_sequence(sample, c, ids).labels
+        batch = _collate_sequences(items, ids.latent, ids.pad)
+        expected = theirs.forward({"question": [q for q, _, _ in rows], "steps": [s for _, s, _ in rows],
+                                   "answer": [a for _, _, a in rows], "idx": torch.arange(len(rows))})  # fmt: skip
+        ours = colar_loss(model, batch, method)
+        # Their cross-entropy is transformers' own, which casts the logits to float32: float32 tolerances.
+        close = {"rtol": 1e-5, "atol": 1e-6}
+        torch.testing.assert_close(ours.ce, expected["ce_loss"].double(), **close)
+        torch.testing.assert_close(ours.latent, expected["embed_modeling_loss"])
+        torch.testing.assert_close(ours.loss, expected["total_loss"].double(), **close)
+        ours_grads, expected_grads = grads(model, ours.loss), grads(theirs, expected["total_loss"])
+        expected_grads = {k.replace("latent_policy.", "thought_projection.").replace("llm.", "lm."): v
+                          for k, v in expected_grads.items()}  # fmt: skip
+        assert ours_grads.keys() == expected_grads.keys()
+        for name, grad in expected_grads.items():
+            torch.testing.assert_close(ours_grads[name], grad.double(), msg=name, **close)
+    assert checked >= 2
 
 
 # -- generation -------------------------------------------------------------------------------------------

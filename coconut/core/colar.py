@@ -9,6 +9,8 @@ any c at inference. One training pass, teacher-forced (no thought is fed back in
 
     input    question "\n" (Thinking speed: c) | S | e_1 .. e_G | E | "###" answer <eos>
     e_g      = sum_{t in group g} emb(t) / (sqrt(n_g) + 1e-5)      the g-th c step tokens, n_g of them real
+                                                                    (at c = 1: emb(t) itself; above it S
+                                                                    too is over 1 + 1e-5, their "###" group)
     CE       next-token cross-entropy on S, each latent (label: one token of its group drawn uniformly),
              E (predicted from the last latent: the end of the latents) and the answer
     latent   = mean over the head's positions p in (S, e_1 .. e_G) of
@@ -23,7 +25,8 @@ Their details, matched (file:line):
                  alone at the end of the first group (colar.py:103-116); the step tokens follow in
                  groups of c, the last group possibly short: colar.py:107-151.
   c in training  `max_compression_factor`: an int r draws c uniformly from 1..r, a list draws from it
-                 (colar.py:69-76; their config: 5). c = 1 leaves the step tokens as they are (98-100).
+                 (colar.py:69-76; their config: 5). c = 1 leaves the step tokens' embeddings as they
+                 are, not divided by 1 + 1e-5 (98-100).
   latent labels  the CE label of a latent is one of its group's tokens, drawn uniformly among the real
                  ones (colar.py:159-164, utils/utils.py:12-22); S and E are labelled, the question is not
                  (colar.py:187-189).
@@ -53,10 +56,14 @@ Not followed:
     from (seed, epoch, index) (data/dataset.py), so that an epoch is reproducible; the latent labels
     are drawn in the data too, not by torch.multinomial in the forward (whose pads keep weight 1e-5 and
     so are drawn, rarely, as label -100).
-  - Their trailing pad groups. A row whose right padding exceeds c (colar.py:114-116 moves it left only
-    when it is exactly c) ends its steps with an all-pad group: its last latent's targets become that
-    group's (label -100, the zero vector) and "###" is predicted from the pad column. Here each row's
-    groups are contiguous and the last latent predicts E, as their code does for the other rows.
+  - Their pad columns inside a row. The steps are left-padded between the question and "###"
+    (colar.py:94-97, 103-116): in a row shorter than the batch's longest chain, or whose chain is a
+    multiple of c tokens, the "###" label is predicted from a pad column instead of the question's last
+    token. A row whose right padding exceeds c (114-116 moves it left only when it is exactly c) ends its
+    steps with an all-pad group: its last latent's targets become that group's (label -100, the zero
+    vector) and the answer's "###" is predicted from the pad column. Here each row is contiguous: S is
+    predicted from the question, the last latent predicts E, as their code does where it has no pads.
+    tests/test_colar.py checks against their forward on rows where their layout has none.
   - `pred_embed_forward_weight` (0 in their config) and `replace_r_with_auto_prob` ("auto" speed, 0 by
     default) are not implemented; nor LoRA (this project fine-tunes every weight).
 
@@ -113,14 +120,24 @@ def compress(embeds: torch.Tensor, real: torch.Tensor, sqrt_mean: bool) -> torch
     return total / ((count.sqrt() if sqrt_mean else count) + 1e-5)
 
 
-def colar_inputs(model: ContinuousThoughtLM, input_ids: torch.Tensor, groups: torch.Tensor, sqrt_mean: bool):
+def colar_inputs(
+    model: ContinuousThoughtLM, input_ids: torch.Tensor, groups: torch.Tensor, factors: torch.Tensor, sqrt_mean: bool
+):
     """The input embeddings (B, T, D) of a CoLaR batch: each `<|latent|>` position takes the
     compressed embedding of its group; `groups` (B, G, c) holds row b's n-th latent's step token ids
-    in [b, n], -1 where there is none."""
+    in [b, n], -1 where there is none; `factors` (B,) each row's c. A row at c = 1 keeps its tokens'
+    embeddings as they are (not over 1 + 1e-5), as their code does (colar.py:98-100)."""
     embeds = model.embed(input_ids)  # (B, T, D)
     real = groups >= 0  # (B, G, c)
-    compressed = compress(model.embed(groups.clamp(min=0)), real, sqrt_mean)  # (B, G, D)
+    tokens = model.embed(groups.clamp(min=0))  # (B, G, c, D)
+    compressed = compress(tokens, real, sqrt_mean)  # (B, G, D)
+    compressed = torch.where((factors == 1)[:, None, None], tokens[:, :, 0], compressed)
     is_latent = input_ids == model.latent_token_id  # (B, T)
+    # Above c = 1, S is their first group, "###" alone in it: compressed, so over 1 + 1e-5 (colar.py:103-157).
+    start = torch.zeros_like(is_latent)
+    start[:, :-1] = is_latent[:, 1:] & ~is_latent[:, :-1]  # (B, T): the column before each row's first latent
+    start &= (factors > 1)[:, None]
+    embeds = torch.where(start[..., None], embeds / (1 + 1e-5), embeds)
     # Row b's latents in order are its groups 0 .. n_b - 1: the same row-major order on both sides.
     has_group = real.any(-1)  # (B, G)
     return embeds.masked_scatter(is_latent[..., None], compressed[has_group]), is_latent
@@ -134,15 +151,17 @@ class ColarTerms:
     entropy: torch.Tensor  # the head's mean entropy
 
 
-def colar_loss(model: ContinuousThoughtLM, batch: dict, method: Method, start_id: int) -> ColarTerms:
+def colar_loss(model: ContinuousThoughtLM, batch: dict, method: Method) -> ColarTerms:
     """The CoLaR loss of one batch from `coconut.data.collate.collate_training` with `colar_groups`."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    embeds, is_latent = colar_inputs(model, ids, batch["colar_groups"], method.sqrt_mean)
+    embeds, is_latent = colar_inputs(model, ids, batch["colar_groups"], batch["colar_factors"], method.sqrt_mean)
     kwargs = {"position_ids": batch["position_ids"]} if model._takes_position_ids else {}
     hidden = model.decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False, **kwargs).last_hidden_state
     ce = model.next_token_loss(hidden, batch["labels"], mask)
-    # The head reads S and every latent, and predicts the next input: the next latent, or E after the last.
-    source = (ids == start_id) | is_latent  # (B, T)
+    # The head reads S (the column before the first latent) and every latent, and predicts the next
+    # input: the next latent, or E after the last.
+    source = is_latent.clone()  # (B, T)
+    source[:, :-1] |= is_latent[:, 1:]
     target = torch.zeros_like(source)
     target[:, 1:] = source[:, :-1]
     head = model.thought_projection

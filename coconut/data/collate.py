@@ -22,7 +22,7 @@ without thoughts (not shifted, right-padded), and each row's distillation column
       teacher:  q q s s s # a <eos> .            teacher_distill_column[b]  = column of #
 
 CoLaR batches add `colar_groups` (B, most latents, largest c): row b's n-th latent's step tokens,
-padded with -1.
+padded with -1; and `colar_factors` (B,), each row's c.
 
 Generation prompts are instead all left-padded so that every prompt ends in the last column.
 """

@@ -74,7 +74,12 @@ class StageDataset(Dataset):
         rng = random.Random(hash((self.seed, self.epoch, index)))
         c = rng.choice(self.method.compression_factors) if self.mix_stages else self.method.compression_factor
         sequence = colar_sequence(sample, c, self.ids, rng)
-        return {"input_ids": sequence.input_ids, "labels": sequence.labels, "colar_groups": sequence.groups}
+        return {
+            "input_ids": sequence.input_ids,
+            "labels": sequence.labels,
+            "colar_groups": sequence.groups,
+            "colar_factor": c,
+        }
 
 
 class PromptDataset(Dataset):

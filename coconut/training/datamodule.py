@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import partial
 
 import lightning as L
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Subset
 from transformers import PreTrainedTokenizerBase
@@ -38,6 +39,7 @@ def _collate_sequences(
     )
     if "colar_groups" in items[0]:  # CoLaR: each latent's step tokens
         batch["colar_groups"] = pad_groups([i["colar_groups"] for i in items])
+        batch["colar_factors"] = torch.tensor([i["colar_factor"] for i in items])
     if not teacher:
         return batch
     keys = ("teacher_input_ids", "teacher_labels", "distill_index", "teacher_distill_index")

@@ -37,7 +37,6 @@ from coconut.core.legibility_objective import check_read, thought_legibility
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM
 from coconut.core.thought_projection import build_thought_projection, projection_config
-from coconut.core.tokens import special_ids
 from coconut.eval.evaluator import (
     Answer,
     answer_batch,
@@ -73,7 +72,6 @@ class CoconutLitModule(L.LightningModule):
         self.codi = codi if codi is not None and codi.self_distillation else None
         # A CoLaR method (max_compression_factor): batches carry `colar_groups` and train on its loss.
         self.colar = codi if codi is not None and codi.colar else None
-        self.start_latent_id = special_ids(tokenizer).start_latent if self.colar else None
         self.model, self.tokenizer = model, tokenizer
         check_read(legibility_read, model.thought_projection)
         self.legibility_weight, self.legibility_read = legibility_weight, legibility_read
@@ -93,7 +91,7 @@ class CoconutLitModule(L.LightningModule):
     # -- steps -------------------------------------------------------------------------------
     def model_step(self, batch: dict) -> torch.Tensor:
         if self.colar is not None and "colar_groups" in batch:
-            return colar_loss(self.model, batch, self.colar, self.start_latent_id).ce
+            return colar_loss(self.model, batch, self.colar).ce
         return self.model(
             batch["input_ids"], batch["attention_mask"], batch["position_ids"], labels=batch["labels"]
         ).loss
@@ -129,7 +127,7 @@ class CoconutLitModule(L.LightningModule):
         return terms.loss
 
     def _colar_step(self, batch: dict, size: int) -> torch.Tensor:
-        terms = colar_loss(self.model, batch, self.colar, self.start_latent_id)
+        terms = colar_loss(self.model, batch, self.colar)
         self.log("train/loss", terms.loss, prog_bar=True, batch_size=size)
         self.log("train/ce_loss", terms.ce, batch_size=size)
         self.log("train/latent_loss", terms.latent, batch_size=size)
