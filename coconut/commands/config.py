@@ -127,6 +127,14 @@ class MethodConfig:
     distill_loss_type: str | None = None  # CODI: smooth_l1 | l2
     distill_loss_div_std: bool | None = None  # CODI: each layer's term divided by the teacher's std
     include_last_cot: bool | None = None  # CODI: the teacher keeps the chain's last step
+    max_compression_factor: Any = None  # CoLaR: the factors c trained (an int r: 1..r; a list: those); null: not CoLaR
+    compression_factor: int | None = None  # CoLaR: c at inference, told in the prompt
+    ce_weight: float | None = None  # CoLaR: the next-token cross-entropy's weight
+    embed_modeling_weight: float | None = None  # CoLaR: the latent head's loss weight
+    embed_modeling_loss: str | None = None  # CoLaR: mse (an rsample of the head) | nll
+    entropy_weight: float | None = None  # CoLaR: the latent head's mean entropy's weight
+    sqrt_mean: bool | None = None  # CoLaR: compress by sum / sqrt(count); false: the mean
+    max_n_latent_forward: int | None = None  # CoLaR: the most latents at inference
     # The method's own thought projection (CODI's mlp), in place of model.thought_projection's.
     thought_projection: Any = None
 

@@ -175,7 +175,7 @@ def prompt_batches(cfg: DictConfig, loaded: LoadedCheckpoint, data_cfg, split, r
     model, tokenizer, method, curriculum = loaded.model, loaded.tokenizer, loaded.method, loaded.curriculum
     records, samples = keep_answerable(
         records,
-        tokenize_records(records, tokenizer),
+        tokenize_records(records, tokenizer, speeds=(method.compression_factor,) if method.colar else ()),
         source=split_source(data_cfg, split),
         stage=loaded.stage,
         method=method,

@@ -21,6 +21,10 @@ map onto them:
                     first epoch, no curriculum; the same model is trained at once as the
                     chain-of-thought teacher and distils it into the thoughts
                     (`self_distillation`, coconut/core/codi.py)
+  colar             CoLaR (Tan et al. 2025, arXiv:2505.16552): each latent the compressed embedding
+                    of c step tokens (c drawn per sample from `max_compression_factor`, told in the
+                    prompt), a latent head predicting the next one, the latents stopped by the LM head
+                    at inference (coconut/core/colar.py)
 
 For `stage: tokens` the stage number *is* the count of CoT tokens removed, so the stage-keyed
 machinery (optimizer reset on a change, `stage{k}-best.ckpt`, `curriculum/stage`) works unchanged:
@@ -45,6 +49,7 @@ STAGE_RULES = ("curriculum", "zero", "final", "tokens")
 # iCoT draws the smoothing offset from 0..99, the last value taking the remaining mass.
 MAX_REMOVAL_OFFSET = 99
 DISTILL_LOSSES = ("smooth_l1", "l2")
+EMBED_MODELING_LOSSES = ("mse", "nll")
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,61 @@ class Method:
     distill_loss_type: str = "smooth_l1"  # smooth_l1 | l2
     distill_loss_div_std: bool = True  # each layer's term divided by the teacher's std there
     include_last_cot: bool = False  # the teacher keeps the chain's last step (the official default drops it)
+    # CoLaR (coconut/core/colar.py), with the official code's names (xiaomi-research/colar,
+    # configs/models/colar.yaml): set, the compression factors trained (an int r: 1..r; a list: those).
+    max_compression_factor: int | tuple[int, ...] | None = None
+    compression_factor: int = 1  # c at inference, told in the prompt
+    ce_weight: float = 1.0  # the next-token cross-entropy's weight
+    embed_modeling_weight: float = 1.0  # the latent head's loss weight
+    embed_modeling_loss: str = "mse"  # mse (an rsample of the head) | nll
+    entropy_weight: float = 0.0  # the latent head's mean entropy's weight
+    sqrt_mean: bool = True  # compress by sum / sqrt(count); false: sum / count (the mean)
+    max_n_latent_forward: int = 64  # the most latents at inference
 
     def __post_init__(self):
+        if isinstance(self.max_compression_factor, list):  # from a config: a tuple, so that Method hashes
+            object.__setattr__(self, "max_compression_factor", tuple(self.max_compression_factor))
+        if self.max_compression_factor is not None:
+            self._check_colar()
+        self._check()
+
+    def _check_colar(self) -> None:
+        if self.thought != "continuous" or not self.markers or self.stage != "final":
+            raise ConfigError(
+                f"method={self.name}: max_compression_factor (CoLaR) trains latents between markers with no "
+                "curriculum; set method.thought=continuous, method.markers=true, method.stage=final"
+            )
+        factors = self.compression_factors
+        if not factors or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in factors):
+            raise ConfigError(
+                "method.max_compression_factor must be an integer >= 1 or a list of them, "
+                f"got {self.max_compression_factor!r}"
+            )
+        if isinstance(self.compression_factor, bool) or not isinstance(self.compression_factor, int):
+            raise ConfigError(f"method.compression_factor must be an integer >= 1, got {self.compression_factor!r}")
+        if self.compression_factor < 1 or self.max_n_latent_forward < 1:
+            raise ConfigError("method.compression_factor and method.max_n_latent_forward must be >= 1")
+        if self.embed_modeling_loss not in EMBED_MODELING_LOSSES:
+            raise ConfigError(
+                f"method.embed_modeling_loss must be one of {', '.join(EMBED_MODELING_LOSSES)}, "
+                f"got {self.embed_modeling_loss!r}"
+            )
+
+    @property
+    def colar(self) -> bool:
+        return self.max_compression_factor is not None
+
+    @property
+    def compression_factors(self) -> tuple[int, ...]:
+        """The factors c a training sample is drawn from (CoLaR); () for other methods."""
+        factors = self.max_compression_factor
+        if factors is None:
+            return ()
+        if isinstance(factors, int) and not isinstance(factors, bool):
+            return tuple(range(1, factors + 1))
+        return tuple(factors)
+
+    def _check(self):
         if self.thought not in THOUGHTS:
             raise ConfigError(f"method.thought must be one of {', '.join(THOUGHTS)}, got {self.thought!r}")
         if self.stage not in STAGE_RULES:
@@ -130,8 +188,9 @@ class Method:
     @property
     def thoughts_follow_steps(self) -> bool:
         """Whether thought j stands for replaced step j // c (the curriculum's alignment, which the
-        step-wise legibility metrics read); CODI's fixed thoughts stand for no step in particular."""
-        return self.num_latent is None
+        step-wise legibility metrics read); CODI's fixed thoughts stand for no step in particular, and
+        CoLaR's latents for c consecutive tokens of the chain, wherever the steps break."""
+        return self.num_latent is None and not self.colar
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> Method:

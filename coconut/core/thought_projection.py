@@ -18,6 +18,10 @@ alternatives ask whether a thought can stay continuous yet readable:
                                                       src/model.py:192-200): Dropout, Linear(D, prj_dim),
                                                       GELU, Linear(prj_dim, D), LayerNorm (unless
                                                       prj_no_ln); initialised as torch's nn.Linear
+  latent_policy mean(h) * sigma                       CoLaR's latent head (Tan et al. 2025, xiaomi-research/colar
+                                                      modules/projector.py:16-38): a Gaussian over the next
+                                                      compressed embedding / sigma, fed its mean
+                                                      (coconut/core/colar.py); method=colar's own
 
 `sparse_vocab` reads the model's own LM head and input embedding matrix (not copies), so tied weights
 stay tied and gradients reach both. Its `straight_through` mode feeds hard weights (1/k on each of the
@@ -32,16 +36,17 @@ coconut/core/legibility_objective.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from coconut.core.colar import LatentPolicy
 from coconut.core.errors import ConfigError
 from coconut.core.model import lm_logits
 
-NAMES = ("identity", "sparse_vocab", "linear", "sparse_readout", "mlp")
+NAMES = ("identity", "sparse_vocab", "linear", "sparse_readout", "mlp", "latent_policy")
 SPARSE = ("sparse_vocab", "sparse_readout")  # the names that take k / mode / temperature
 MODES = ("softmax", "straight_through")
 
@@ -59,6 +64,11 @@ class ProjectionConfig:
     prj_dim: int | None = None
     prj_dropout: float = 0.0
     prj_no_ln: bool = False
+    # latent_policy only (CoLaR's names): the head's width (null: the model's), a fixed std of 1e-9
+    # (their `lp_determinisitc`), sigma the embedding std (null: measured on the input embeddings).
+    lp_intermediate_size: int | None = None
+    lp_deterministic: bool = False
+    embeds_std: float | None = None
 
     def __post_init__(self):
         if self.name not in NAMES:
@@ -98,9 +108,11 @@ class ProjectionConfig:
         """The fields that matter for `name` (what checkpoints store)."""
         if self.name == "mlp":
             return {k: v for k, v in asdict(self).items() if k == "name" or k.startswith("prj_")}
+        if self.name == "latent_policy":
+            return {k: v for k, v in asdict(self).items() if k in ("name", "embeds_std") or k.startswith("lp_")}
         if self.name not in SPARSE:
             return {"name": self.name}
-        return {k: v for k, v in asdict(self).items() if not k.startswith("prj_")}
+        return {k: v for k, v in asdict(self).items() if not k.startswith(("prj_", "lp_", "embeds_"))}
 
 
 class IdentityProjection(nn.Identity):
@@ -218,6 +230,12 @@ def build_thought_projection(cfg: str | Mapping | None, lm: PreTrainedModel) -> 
     embeddings = lm.get_input_embeddings().weight
     if config.name == "mlp":
         return MLPProjection(embeddings.shape[1], config, dtype=embeddings.dtype)
+    if config.name == "latent_policy":  # sigma measured once and kept in the config the checkpoint stores
+        sigma = config.embeds_std if config.embeds_std is not None else float(embeddings.detach().float().std())
+        dim = embeddings.shape[1]
+        head = LatentPolicy(dim, config.lp_intermediate_size or dim, config.lp_deterministic, sigma, embeddings.dtype)
+        head.config = replace(config, embeds_std=sigma)
+        return head
     return LinearProjection(embeddings.shape[1], dtype=embeddings.dtype)
 
 

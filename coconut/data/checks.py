@@ -60,6 +60,8 @@ def keep_within_context(
         if method.self_distillation:  # CODI also trains the chain of thought
             length = max(length, len(teacher_sequence(sample, method).input_ids))
         prompt = max(len(build_prompt(sample, s, method, curriculum, ids)) for s in stages)
+        if method.colar:  # the latents and <|end-latent|> that generation adds (coconut/core/colar.py)
+            prompt += method.max_n_latent_forward + 1
         if length <= positions and prompt + generation_budget <= positions:
             kept_records.append(record)
             kept_samples.append(sample)
@@ -123,6 +125,7 @@ def keep_answerable(
     kept_records, kept_samples, dropped = [], [], []
     for index, (record, sample) in enumerate(zip(records, samples)):
         prompt = len(build_prompt(sample, stage, method, curriculum, ids, n_thoughts))
+        prompt += method.max_n_latent_forward + 1 if method.colar else 0  # CoLaR's latents and <|end-latent|>
         if prompt + generation_budget <= positions:
             kept_records.append(record)
             kept_samples.append(sample)

@@ -24,6 +24,9 @@ without thoughts (not shifted, right-padded), and each row's distillation column
       student:  . . q q S L L E # a <eos>        distill_column[b]          = column of #
       teacher:  q q s s s # a <eos> .            teacher_distill_column[b]  = column of #
 
+CoLaR batches add `colar_groups` (B, most latents, largest c): row b's n-th latent's step tokens,
+padded with -1; and `colar_factors` (B,), each row's c.
+
 Generation prompts are instead all left-padded so that every prompt ends in the last column.
 """
 
@@ -98,6 +101,17 @@ def collate_teacher(
     batch["distill_column"] = left + torch.tensor(distill_index)
     batch["teacher_distill_column"] = torch.tensor(teacher_distill_index)
     return batch
+
+
+def pad_groups(rows: list[tuple[tuple[int, ...], ...]]) -> torch.Tensor:
+    """CoLaR's groups: (B, most latents, largest c) step token ids, -1 where there is none."""
+    latents = max(map(len, rows), default=0)
+    width = max((len(g) for row in rows for g in row), default=0) or 1
+    padded = torch.full((len(rows), latents, width), -1, dtype=torch.long)
+    for b, row in enumerate(rows):
+        for n, group in enumerate(row):
+            padded[b, n, : len(group)] = torch.tensor(group, dtype=torch.long)
+    return padded
 
 
 def _pad_targets(rows: list[tuple[tuple[int, ...], ...]]) -> torch.Tensor:

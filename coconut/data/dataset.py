@@ -5,7 +5,8 @@ only) a sample's stage (or, for iCoT, its removal-smoothing offset) is drawn fro
 seeded by (seed, epoch, i), so an epoch is reproducible and a resumed run sees the same draws.
 For CODI (`method.self_distillation`) an item also carries the teacher's
 sequence and both distillation indices (coconut/data/sequences.py); with `step_texts` (step
-supervision) each group of thoughts' step text. `PromptDataset` gives
+supervision) each group of thoughts' step text; for CoLaR, each latent's step tokens at a
+compression factor drawn as the stage is. `PromptDataset` gives
 generation prompts for accuracy.
 """
 
@@ -23,6 +24,7 @@ from coconut.data.sequences import (
     TokenizedSample,
     build_prompt,
     build_sequence,
+    colar_sequence,
     distill_index,
     step_texts,
     teacher_sequence,
@@ -52,6 +54,8 @@ class StageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
+        if self.method.colar:
+            return self._colar_item(sample, index)
         stage, offset = self.stage, 0
         if self.mix_stages and self.method.stage in ("curriculum", "tokens"):
             rng = random.Random(hash((self.seed, self.epoch, index)))
@@ -69,6 +73,19 @@ class StageDataset(Dataset):
         if self.step_texts:
             item["step_texts"] = step_texts(sample, self.method, self.curriculum, sequence.thoughts)
         return item
+
+    def _colar_item(self, sample: TokenizedSample, index: int) -> dict:
+        """CoLaR: in training, c drawn from the factors trained (their colar.py:69-76 draws it per batch);
+        elsewhere the factor of inference; the latents' labels drawn from the same generator."""
+        rng = random.Random(hash((self.seed, self.epoch, index)))
+        c = rng.choice(self.method.compression_factors) if self.mix_stages else self.method.compression_factor
+        sequence = colar_sequence(sample, c, self.ids, rng)
+        return {
+            "input_ids": sequence.input_ids,
+            "labels": sequence.labels,
+            "colar_groups": sequence.groups,
+            "colar_factor": c,
+        }
 
 
 class PromptDataset(Dataset):

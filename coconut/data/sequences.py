@@ -24,6 +24,15 @@ With step supervision (`step_supervision.weight` > 0, coconut/core/step_supervis
 training sequence also carries `step_texts`: per group of c thoughts, the tokens an auxiliary
 decoder must write from them (`step_texts` below; SIM-CoT's explain targets).
 
+CoLaR (`method.max_compression_factor`, coconut/core/colar.py) compresses the chain of thought, as
+tokens, c at a time into latents (c drawn per training sample), and tells c in the prompt:
+
+    question "\n" (Thinking speed: c) | <|start-latent|> <|latent|> x ceil(n / c) <|end-latent|> | "###" answer <eos>
+    label:   -100 ...               -100 | <|start-latent|> one token of each group  <|end-latent|> | "###" answer <eos>
+
+with each latent's c step tokens (`Sequence.groups`); the prompt stops after <|start-latent|>, and
+generation decides how many latents follow.
+
 iCoT (`stage: tokens`) counts tokens, not steps: stage n drops the first n tokens of the chain of
 thought (the steps' tokens in order), plus a per-sample smoothing offset in training:
 
@@ -32,6 +41,8 @@ thought (the steps' tokens in order), plus a per-sample smoothing offset in trai
 
 from __future__ import annotations
 
+import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
 
@@ -61,6 +72,12 @@ class TokenizedSample:
     # unless tokenized with step texts (step supervision).
     step_ids: tuple[tuple[int, ...], ...] = ()
     step_separator: tuple[int, ...] = ()
+    # CoLaR: the tokens of "(Thinking speed: c)" for each compression factor c (one mapping shared by
+    # the samples of a split); empty for other methods.
+    speed: Mapping[int, list[int]] | None = None
+
+
+SPEED_TEMPLATE = "(Thinking speed: {})"  # CoLaR's prompt suffix (their model_base.py:42)
 
 
 def tokenize_records(
@@ -68,11 +85,13 @@ def tokenize_records(
     tokenizer: PreTrainedTokenizerBase,
     with_step_targets: bool = False,
     with_step_texts: bool = False,
+    speeds: tuple[int, ...] = (),
 ) -> list[TokenizedSample]:
     """Question, each step and the answer encoded separately (as the official code does), so that
     dropping a step never re-tokenizes its neighbours; one tokenizer call per part for all records.
     `with_step_targets`: also each step's key-content tokens, for the legibility objective;
-    `with_step_texts`: also each step's text alone, for step supervision."""
+    `with_step_texts`: also each step's text alone, for step supervision; `speeds`: CoLaR's
+    compression factors, whose prompt suffixes each sample carries."""
 
     def encode(texts: list[str], special: bool) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=special)["input_ids"] if texts else []
@@ -84,6 +103,7 @@ def tokenize_records(
     targets = step_targets(records, tokenizer) if with_step_targets else [()] * len(records)
     texts = encode([s for r in records for s in r.steps], False) if with_step_texts else []
     separator = tuple(encode(["\n"], False)[0]) if with_step_texts and records else ()
+    speed = dict(zip(speeds, encode([SPEED_TEMPLATE.format(c) for c in speeds], False))) if speeds else None
     samples, cursor = [], 0
     for record, question, answer, target in zip(records, questions, answers, targets):
         steps = flat_steps[cursor : cursor + len(record.steps)]
@@ -92,7 +112,7 @@ def tokenize_records(
         step_ids = tuple(map(tuple, texts[cursor - len(record.steps) : cursor])) if with_step_texts else ()
         samples.append(
             TokenizedSample(
-                question, steps, answer + [tokenizer.eos_token_id], target, max(shared, 1), step_ids, separator
+                question, steps, answer + [tokenizer.eos_token_id], target, max(shared, 1), step_ids, separator, speed
             )
         )
     return samples
@@ -105,6 +125,7 @@ class Sequence:
     thoughts: int  # thought positions written (latent or pause)
     # Per continuous thought, in order, the token ids its legibility target names (empty: none).
     thought_targets: tuple[tuple[int, ...], ...] = ()
+    groups: tuple[tuple[int, ...], ...] = ()  # CoLaR: each latent's step tokens, in order
 
 
 def stage_plan(method: Method, curriculum: Curriculum, stage: int, n_steps: int) -> StagePlan:
@@ -131,7 +152,10 @@ def build_sequence(
     removal_offset: int = 0,
 ) -> Sequence:
     """The training sequence of `sample` at `stage` (before any per-sample stage mixing);
-    `removal_offset`: iCoT's extra tokens removed from this sample (removal smoothing)."""
+    `removal_offset`: iCoT's extra tokens removed from this sample (removal smoothing). CoLaR's is
+    `colar_sequence`'s at the smallest factor trained (the longest)."""
+    if method.colar:
+        return colar_sequence(sample, min(method.compression_factors), ids)
     if method.stage == "tokens":
         cot = list(chain.from_iterable(sample.steps))
         removed = len(cot) if method.removes_all(stage) else min(stage + removal_offset, len(cot))
@@ -142,6 +166,21 @@ def build_sequence(
     text = list(chain.from_iterable(sample.steps[plan.steps_dropped :])) + sample.answer
     targets = thought_targets(sample, plan, curriculum.c_thought) if method.thought == "continuous" else ()
     return Sequence(prompt + text, [IGNORE] * len(prompt) + text, plan.thoughts, targets)
+
+
+def colar_sequence(sample: TokenizedSample, c: int, ids: SpecialIds, rng: random.Random | None = None) -> Sequence:
+    """CoLaR's training sequence of `sample` at compression factor `c`: the chain of thought's tokens
+    in groups of c (the last one may be short), one latent each, labelled with one token of its
+    group drawn by `rng` (uniformly, as their utils.py:12-22; without `rng`, the group's first)."""
+    cot = list(chain.from_iterable(sample.steps))
+    groups = tuple(tuple(cot[i : i + c]) for i in range(0, len(cot), c))
+    labels = [g[rng.randrange(len(g))] if rng is not None else g[0] for g in groups]
+    prompt = sample.question + sample.speed[c]
+    body = [ids.start_latent, *[ids.latent] * len(groups), ids.end_latent]
+    label_body = [ids.start_latent, *labels, ids.end_latent]
+    return Sequence(
+        prompt + body + sample.answer, [IGNORE] * len(prompt) + label_body + sample.answer, len(groups), (), groups
+    )
 
 
 def thought_targets(sample: TokenizedSample, plan: StagePlan, latents_per_step: int) -> tuple[tuple[int, ...], ...]:
@@ -165,6 +204,8 @@ def build_prompt(
     """What generation starts from: the question and the thought span of `stage` (or exactly
     `n_thoughts` thoughts, for inference-time scaling). The count never depends on the sample's
     reference steps (`prompt_thoughts`), unlike the training sequence of the same stage."""
+    if method.colar:  # the model decides how many latents follow (coconut/core/colar.py)
+        return sample.question + sample.speed[method.compression_factor] + [ids.start_latent]
     if n_thoughts is None:
         n_thoughts = prompt_thoughts(method, curriculum, stage)
     return sample.question + thought_span(method, ids, n_thoughts)
@@ -174,7 +215,7 @@ def prompt_thoughts(method: Method, curriculum: Curriculum, stage: int) -> int:
     """Thoughts in every generation prompt of `method` at `stage` (validation and evaluation):
     k * c at stage k, max_latent_stage * c at the final stage (`Curriculum.inference_thoughts`);
     none for methods without thoughts and for iCoT."""
-    if method.stage == "tokens" or method.thought == "none":
+    if method.stage == "tokens" or method.thought == "none" or method.colar:  # CoLaR's: the model's choice
         return 0
     if method.num_latent is not None:
         return method.num_latent

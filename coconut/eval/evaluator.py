@@ -29,11 +29,13 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from coconut.core.colar import latent_counts
 from coconut.core.curriculum import Curriculum
 from coconut.core.generation import generate
 from coconut.core.legibility_objective import check_read
 from coconut.core.methods import Method
 from coconut.core.model import ContinuousThoughtLM, ThoughtHook
+from coconut.data.collate import collate_prompts
 from coconut.data.graph import parse_graph
 from coconut.data.prosqa import decode_answer
 from coconut.data.records import Record
@@ -66,6 +68,12 @@ STEP_METRICS = (
 
 def no_step_alignment(method: Method) -> str:
     """Why the step-wise metrics do not apply to `method`'s thoughts."""
+    if method.colar:
+        return (
+            f"method={method.name}: each latent compresses c consecutive tokens of the chain of thought "
+            "(CoLaR), wherever the steps break, and their number is the model's choice: no latent stands "
+            "for step j // c"
+        )
     return (
         f"method={method.name} writes a fixed {method.num_latent} thoughts with no curriculum that makes thought j "
         "stand for step j // c: there is no step for a thought to be read against"
@@ -87,6 +95,25 @@ class Answer:
 
 
 @torch.no_grad()
+def with_colar_latents(model: ContinuousThoughtLM, batch: dict) -> dict:
+    """A CoLaR prompt batch (question, speed, <|start-latent|>) with each row's latents, as many as
+    the model chooses (coconut/core/colar.py `latent_counts`), and <|end-latent|> appended: generating
+    from it feeds the same latents (the head's mean, one after another) and reads the answer after them,
+    so that recording, ablations and the forward-pass count work as for COCONUT's thoughts."""
+    counts = latent_counts(model, batch, batch["colar_end"], batch["colar_max"])
+    rows = [row[mask.bool()].tolist() for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    prompts = [row + [model.latent_token_id] * n + [batch["colar_end"]] for row, n in zip(rows, counts)]
+    grown = collate_prompts(prompts, batch["colar_end"])  # the pad id is masked: any non-thought token will do
+    grown = {k: v.to(batch["input_ids"].device) for k, v in grown.items()}
+    return {**{k: v for k, v in batch.items() if k not in ("colar_end", "colar_max")}, **grown}
+
+
+def prepared(model: ContinuousThoughtLM, batch: dict) -> dict:
+    """A prompt batch as thought hooks and generation read it: a CoLaR batch with its latents grown
+    (once, so that a hook made for the batch sees the columns generation feeds); others as they are."""
+    return with_colar_latents(model, batch) if "colar_end" in batch else batch
+
+
 def answer_batch(
     model: ContinuousThoughtLM,
     tokenizer: PreTrainedTokenizerBase,
@@ -101,6 +128,7 @@ def answer_batch(
 ) -> list[Answer]:
     """Generates answers for one prompt batch; without `thought_hook` and with `record_thoughts`,
     records the thoughts fed (what legibility and the ablations read)."""
+    batch = prepared(model, batch)  # CoLaR: the latents the model chooses, then the prompt as COCONUT's
     recorder = None
     if thought_hook is None and record_thoughts:
         recorder = ThoughtRecorder(batch["input_ids"], model.latent_token_id, projection=model.thought_projection)
@@ -154,10 +182,13 @@ def answer_all(
     answers, seconds = [], 0.0
     for batch in loader:
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        start = time.perf_counter()
+        batch = prepared(model, batch)  # CoLaR's latent count is part of generating (timed)
+        grown = time.perf_counter() - start
         hook = make_hook(batch) if make_hook else None
         start = time.perf_counter()
         answers += answer_batch(model, tokenizer, batch, records, thought_hook=hook, **kwargs)
-        seconds += time.perf_counter() - start
+        seconds += time.perf_counter() - start + grown
     return answers, seconds
 
 

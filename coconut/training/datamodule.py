@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import partial
 
 import lightning as L
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Subset
 from transformers import PreTrainedTokenizerBase
@@ -19,7 +20,7 @@ from coconut.core.curriculum import Curriculum
 from coconut.core.errors import ConfigError
 from coconut.core.methods import Method
 from coconut.core.tokens import SpecialIds
-from coconut.data.collate import collate_prompts, collate_teacher, collate_training
+from coconut.data.collate import collate_prompts, collate_teacher, collate_training, pad_groups
 from coconut.data.dataset import PromptDataset, StageDataset
 from coconut.data.epoch_loader import EpochLoader
 from coconut.data.records import Record
@@ -37,15 +38,20 @@ def _collate_sequences(
         [i["thought_targets"] for i in items] if targets else None,
         [i["step_texts"] for i in items] if "step_texts" in items[0] else None,
     )
+    if "colar_groups" in items[0]:  # CoLaR: each latent's step tokens
+        batch["colar_groups"] = pad_groups([i["colar_groups"] for i in items])
+        batch["colar_factors"] = torch.tensor([i["colar_factor"] for i in items])
     if not teacher:
         return batch
     keys = ("teacher_input_ids", "teacher_labels", "distill_index", "teacher_distill_index")
     return collate_teacher(batch, *([i[k] for i in items] for k in keys), pad_id=pad_id)
 
 
-def _collate_prompts(items: list[dict], pad_id: int) -> dict:
+def _collate_prompts(items: list[dict], pad_id: int, colar: tuple[int, int] | None = None) -> dict:
     batch = collate_prompts([i["prompt"] for i in items], pad_id)
     batch["index"] = [i["index"] for i in items]
+    if colar is not None:  # CoLaR: generation grows the latents until <|end-latent|>, at most this many
+        batch["colar_end"], batch["colar_max"] = colar
     return batch
 
 
@@ -102,7 +108,11 @@ def prompt_loader(
         batch_size=batch_size,
         sampler=eval_sampler(dataset, trainer),
         num_workers=num_workers,
-        collate_fn=partial(_collate_prompts, pad_id=ids.pad),
+        collate_fn=partial(
+            _collate_prompts,
+            pad_id=ids.pad,
+            colar=(ids.end_latent, method.max_n_latent_forward) if method.colar else None,
+        ),
     )
 
 
@@ -136,6 +146,7 @@ class CoconutDataModule(L.LightningDataModule):
                 tokenizer,
                 with_step_targets=legibility_targets and split == "train",
                 with_step_texts=step_texts and split == "train",
+                speeds=tuple(sorted({*method.compression_factors, method.compression_factor})) if method.colar else (),
             )
             for split, recs in splits.items()
         }

@@ -16,6 +16,9 @@ instead: `train/loss` is the total, `train/student_loss`, `train/teacher_loss` a
 With step supervision (`step_supervision`, coconut/core/step_supervision.py) `train/loss` adds
 weight x `train/step_loss` to either, `train/step_groups` the groups decoded per batch; its decoder
 (`step_decoder`) is in the training checkpoints, and `rebuild_from_checkpoint` leaves it out.
+A CoLaR method (`colar`, coconut/core/colar.py) trains on its loss: `train/loss` the total,
+`train/ce_loss`, `train/latent_loss` and `train/entropy` its terms; `{val,test}/loss` its
+cross-entropy at the compression factor of inference.
 Checkpoints carry what evaluation needs to rebuild the model without the training run's folder: the
 tokenizer files and the model config.
 """
@@ -31,6 +34,7 @@ from torchmetrics import MeanMetric
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from coconut.core.codi import codi_loss
+from coconut.core.colar import colar_loss
 from coconut.core.errors import ConfigError
 from coconut.core.legibility_objective import check_read, thought_legibility
 from coconut.core.methods import Method
@@ -71,6 +75,8 @@ class CoconutLitModule(L.LightningModule):
         super().__init__()
         # A method with self_distillation: training batches carry the teacher and train on CODI's loss.
         self.codi = codi if codi is not None and codi.self_distillation else None
+        # A CoLaR method (max_compression_factor): batches carry `colar_groups` and train on its loss.
+        self.colar = codi if codi is not None and codi.colar else None
         self.model, self.tokenizer = model, tokenizer
         # SIM-CoT's auxiliary decoder, a copy of the LM as training starts; only when on, so that a
         # run without it has the same parameters, optimizer and checkpoints as before.
@@ -94,6 +100,8 @@ class CoconutLitModule(L.LightningModule):
 
     # -- steps -------------------------------------------------------------------------------
     def model_step(self, batch: dict) -> torch.Tensor:
+        if self.colar is not None and "colar_groups" in batch:
+            return colar_loss(self.model, batch, self.colar).ce
         return self.model(
             batch["input_ids"], batch["attention_mask"], batch["position_ids"], labels=batch["labels"]
         ).loss
@@ -102,6 +110,8 @@ class CoconutLitModule(L.LightningModule):
         size = batch["input_ids"].shape[0]
         if self.codi is not None and "teacher_input_ids" in batch:
             return self._codi_step(batch, size)
+        if self.colar is not None and "colar_groups" in batch:
+            return self._colar_step(batch, size)
         legible = self.legibility_weight and "thought_targets" in batch
         if not legible and "step_texts" not in batch:  # the paper's method
             loss = self.model_step(batch)
@@ -154,6 +164,14 @@ class CoconutLitModule(L.LightningModule):
         for name in ("student", "teacher", "distill"):
             self.log(f"train/{name}_loss", getattr(terms, name), batch_size=size)
         return loss
+
+    def _colar_step(self, batch: dict, size: int) -> torch.Tensor:
+        terms = colar_loss(self.model, batch, self.colar)
+        self.log("train/loss", terms.loss, prog_bar=True, batch_size=size)
+        self.log("train/ce_loss", terms.ce, batch_size=size)
+        self.log("train/latent_loss", terms.latent, batch_size=size)
+        self.log("train/entropy", terms.entropy, batch_size=size)
+        return terms.loss
 
     def _eval_step(self, split: str, batch: dict, dataloader_idx: int) -> None:
         if dataloader_idx == 0:

@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from coconut.core.model import ContinuousThoughtLM, ThoughtHook
 from coconut.data.records import Record
-from coconut.eval.evaluator import Answer, Answerer, answer_batch
+from coconut.eval.evaluator import Answer, Answerer, answer_batch, prepared
 
 
 class PredictModule(L.LightningModule):
@@ -42,8 +42,11 @@ class PredictModule(L.LightningModule):
         self.seconds = 0.0
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[Answer]:
-        hook = self.make_hook(batch) if self.make_hook else None
         start = time.perf_counter()
+        batch = prepared(self.model, batch)  # CoLaR: its latents grown before a hook is made for the batch
+        grown = time.perf_counter() - start
+        hook = self.make_hook(batch) if self.make_hook else None
+        start = time.perf_counter() - grown
         answers = answer_batch(
             self.model,
             self.tokenizer,
