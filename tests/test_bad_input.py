@@ -201,8 +201,8 @@ def test_more_thoughts_than_positions_stops_before_training(tmp_path):
 @pytest.mark.parametrize(
     "overrides, problem",
     [
-        (["method=xyz"], "method=xyz: no such method (no conf/method/xyz.yaml). Valid choices: coconut, codi, cot,"),
-        (["data=gsm9k"], "data=gsm9k: no such data (no conf/data/gsm9k.yaml). Valid choices: arithmetic,"),
+        (["method=xyz"], "method=xyz: no such method (no coconut/conf/method/xyz.yaml). Valid choices: coconut, codi, colar, cot,"),
+        (["data=gsm9k"], "data=gsm9k: no such data (no coconut/conf/data/gsm9k.yaml). Valid choices: arithmetic,"),
         (["-m", "method=cot,bogus"], "method=bogus: no such method"),
         (["+experiment=nope"], "experiment=nope: no such experiment"),
     ],
@@ -228,7 +228,7 @@ def test_cli_unknown_method_is_one_line_with_choices_and_exit_2():
     assert done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1  # no traceback, no config search path
     choices = ", ".join(sorted(p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml")))
-    assert f"method=xyz: no such method (no conf/method/xyz.yaml). Valid choices: {choices}" in done.stderr
+    assert f"method=xyz: no such method (no coconut/conf/method/xyz.yaml). Valid choices: {choices}" in done.stderr
 
 
 # -- impossible architecture numbers ------------------------------------------------------------------
@@ -383,5 +383,5 @@ def test_cli_eval_unknown_group_choice_is_coconut_trains_one_line():
     assert len(done.stderr.strip().splitlines()) == 1  # no traceback, no config search path
     choices = ", ".join(sorted(p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml")))
     assert done.stderr.strip() == (
-        f"coconut-eval: method=nonexistent: no such method (no conf/method/nonexistent.yaml). Valid choices: {choices}"
+        f"coconut-eval: method=nonexistent: no such method (no coconut/conf/method/nonexistent.yaml). Valid choices: {choices}"
     )
