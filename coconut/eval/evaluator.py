@@ -647,22 +647,29 @@ def evaluate(
         model, tokenizer, generated, method=method, curriculum=curriculum, stage=stage, probe_folds=probe_folds,
         reference_legibility=reference_legibility, read=read,
     )  # fmt: skip
-    aligned = method.thoughts_follow_steps
-    if not aligned:  # CODI: no step for a thought to be read against
-        not_applicable(report, no_step_alignment(method))
-    else:
-        report.frontier = frontier_pass(model, tokenizer, generated, report.legibility)
-        if not report.frontier.metrics:
-            report.passes_skipped["frontier"] = "no graph question with thoughts to read"
+    step_passes(report, model, tokenizer, answer, generated, method, answer_kind, intervention)
     if ablations:
         accuracy = report.generation.accuracy_answered
         report.ablation = ablation_pass(answer, generated, accuracy, ablations, model.latent_token_id)
     else:
         report.passes_skipped["ablation"] = "legibility.ablations=[]"
-    if intervention and aligned:
+    return Evaluation(report, sample_rows(generated, report.legibility, report.frontier))
+
+
+def step_passes(report: Report, model, tokenizer, answer, generated, method, answer_kind, intervention) -> None:
+    """The passes that read a thought against the step it stands for (frontier, interventions); for
+    a method whose thoughts follow no step (CODI, CoLaR), the report says they do not apply."""
+    if not method.thoughts_follow_steps:
+        not_applicable(report, no_step_alignment(method))
+        if not intervention:
+            report.passes_skipped["intervention"] = "legibility.intervention=false"
+        return
+    report.frontier = frontier_pass(model, tokenizer, generated, report.legibility)
+    if not report.frontier.metrics:
+        report.passes_skipped["frontier"] = "no graph question with thoughts to read"
+    if intervention:
         report.intervention = intervention_pass(
             model, tokenizer, answer, generated, report.legibility, answer_kind=answer_kind
         )
-    elif not intervention:
+    else:
         report.passes_skipped["intervention"] = "legibility.intervention=false"
-    return Evaluation(report, sample_rows(generated, report.legibility, report.frontier))
