@@ -201,7 +201,10 @@ def test_more_thoughts_than_positions_stops_before_training(tmp_path):
 @pytest.mark.parametrize(
     "overrides, problem",
     [
-        (["method=xyz"], "method=xyz: no such method (no coconut/conf/method/xyz.yaml). Valid choices: coconut, codi, colar, cot,"),
+        (
+            ["method=xyz"],
+            "method=xyz: no such method (no coconut/conf/method/xyz.yaml). Valid choices: coconut, codi, colar, cot,",
+        ),
         (["data=gsm9k"], "data=gsm9k: no such data (no coconut/conf/data/gsm9k.yaml). Valid choices: arithmetic,"),
         (["-m", "method=cot,bogus"], "method=bogus: no such method"),
         (["+experiment=nope"], "experiment=nope: no such experiment"),
@@ -383,5 +386,6 @@ def test_cli_eval_unknown_group_choice_is_coconut_trains_one_line():
     assert len(done.stderr.strip().splitlines()) == 1  # no traceback, no config search path
     choices = ", ".join(sorted(p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml")))
     assert done.stderr.strip() == (
-        f"coconut-eval: method=nonexistent: no such method (no coconut/conf/method/nonexistent.yaml). Valid choices: {choices}"
+        "coconut-eval: method=nonexistent: no such method (no coconut/conf/method/nonexistent.yaml). "
+        f"Valid choices: {choices}"
     )

@@ -82,7 +82,8 @@ def check_group_choices(overrides: Sequence[str], config_dir: str | Path) -> Non
             choice = choice.strip()
             if choice and choice != "null" and choice not in choices:
                 raise ConfigError(
-                    f"{key}={choice}: no such {key} (no coconut/conf/{key}/{choice}.yaml). Valid choices: {', '.join(choices)}"
+                    f"{key}={choice}: no such {key} (no coconut/conf/{key}/{choice}.yaml). "
+                    f"Valid choices: {', '.join(choices)}"
                 )
 
 

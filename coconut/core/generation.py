@@ -111,7 +111,8 @@ def generate(
     # them, and one per generated token after the first.
     thoughts = (input_ids == model.latent_token_id).sum(1).tolist()
     prompt_passes = [1 + t + (1 if t else 0) for t in thoughts]
-    if getattr(model, "jacobi_iterations", None) is not None:  # PCCoT: the question, T band passes, the band with the rest
+    # PCCoT: the question, T passes over the band, then the band with the rest.
+    if getattr(model, "jacobi_iterations", None) is not None:
         prompt_passes = [jacobi_passes(model.jacobi_iterations, t) for t in thoughts]
     emitted = (lengths + finished.long()).clamp(max=tokens.shape[1]).tolist()
     passes = [p + max(e - 1, 0) for p, e in zip(prompt_passes, emitted)]
