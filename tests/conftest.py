@@ -37,6 +37,15 @@ def tiny_cfg(output_dir: Path, *overrides: str):
         )
 
 
+def eval_cfg(output_dir: Path, *overrides: str, config: str = "eval"):
+    """coconut-eval's (or coconut-export's, `config="export"`) config writing into `output_dir`."""
+    import coconut.commands  # noqa: F401, PLC0415 (registers ${coconut.project_root:} for paths.root_dir)
+    from coconut import CONFIG_DIR  # noqa: PLC0415 (import the package only when used)
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config, overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """TensorBoard scalars of a run: tag -> [(step, value), ...]."""
     events = EventAccumulator(str(run_dir / "tensorboard"))

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import scalars, tiny_cfg, tiny_lm
-from hydra import compose, initialize_config_dir
+from conftest import eval_cfg, scalars, tiny_cfg, tiny_lm
 from torch import nn
 
-from coconut import CONFIG_DIR
 from coconut.commands.evaluate import run_evaluation
 from coconut.commands.export import export
 from coconut.commands.train import train
@@ -279,11 +277,6 @@ def codi_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("codi")
     train(tiny_cfg(run, "method=codi", "trainer.max_epochs=1", "test=false"))
     return run
-
-
-def eval_cfg(output_dir: Path, *overrides: str, config: str = "eval"):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=config, overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 
 def test_train_logs_codis_terms_and_saves_its_projection(codi_run):

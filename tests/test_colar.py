@@ -15,12 +15,10 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
-from conftest import scalars, tiny_cfg, tiny_lm
-from hydra import compose, initialize_config_dir
+from conftest import eval_cfg, scalars, tiny_cfg, tiny_lm
 from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from coconut import CONFIG_DIR
 from coconut.commands.evaluate import run_evaluation
 from coconut.commands.export import export
 from coconut.commands.train import train
@@ -339,11 +337,6 @@ def colar_run(tmp_path_factory) -> Path:
     overrides = ["method=colar", "method.max_compression_factor=[1,2]", "method.compression_factor=2"]
     train(tiny_cfg(run, *overrides, "method.max_n_latent_forward=6", "trainer.max_epochs=1", "test=false"))
     return run
-
-
-def eval_cfg(output_dir: Path, *overrides: str, config: str = "eval"):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=config, overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 
 def test_train_logs_colars_terms_and_saves_its_head(colar_run):

@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import scalars, tiny_cfg
-from hydra import compose, initialize_config_dir
+from conftest import eval_cfg, scalars, tiny_cfg
 
-from coconut import CONFIG_DIR
 from coconut.commands.checks import CheckpointError
 from coconut.commands.evaluate import run_evaluation
 from coconut.commands.train import train
@@ -26,11 +24,6 @@ def trained(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run")
     train(tiny_cfg(run, "trainer.max_epochs=2", "test=false"))
     return run
-
-
-def eval_cfg(output_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="eval", overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 
 def in_unit_range(value) -> bool:

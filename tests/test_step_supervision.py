@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, scalars, tiny_cfg, tiny_lm
-from hydra import compose, initialize_config_dir
+from conftest import ROOT, eval_cfg, scalars, tiny_cfg, tiny_lm
 
-from coconut import CONFIG_DIR
 from coconut.commands.build import build_curriculum, build_method, build_training
 from coconut.commands.config import validate_config
 from coconut.commands.evaluate import run_evaluation
@@ -237,11 +235,6 @@ def supervised_run(request, tmp_path_factory) -> tuple[str, Path]:
     run = tmp_path_factory.mktemp(request.param)
     train(tiny_cfg(run, f"method={request.param}", "step_supervision.weight=1.0", "trainer.max_epochs=2", "test=false"))
     return request.param, run
-
-
-def eval_cfg(output_dir: Path, *overrides: str, config: str = "eval"):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=config, overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 
 def test_train_logs_the_step_loss_and_checkpoints_the_decoder(supervised_run):

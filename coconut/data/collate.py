@@ -79,9 +79,9 @@ def collate_training(
     left = [align - f if f is not None else 0 for f in first]
     batch = _batch(input_ids, left, pad_id, labels)
     if thought_targets is not None:
-        batch["thought_targets"] = _pad_targets(thought_targets)
+        batch["thought_targets"] = pad_groups(thought_targets)
     if step_texts is not None:
-        batch["step_texts"] = _pad_targets(step_texts)
+        batch["step_texts"] = pad_groups(step_texts)
     return batch
 
 
@@ -104,18 +104,8 @@ def collate_teacher(
 
 
 def pad_groups(rows: list[tuple[tuple[int, ...], ...]]) -> torch.Tensor:
-    """CoLaR's groups: (B, most latents, largest c) step token ids, -1 where there is none."""
-    latents = max(map(len, rows), default=0)
-    width = max((len(g) for row in rows for g in row), default=0) or 1
-    padded = torch.full((len(rows), latents, width), -1, dtype=torch.long)
-    for b, row in enumerate(rows):
-        for n, group in enumerate(row):
-            padded[b, n, : len(group)] = torch.tensor(group, dtype=torch.long)
-    return padded
-
-
-def _pad_targets(rows: list[tuple[tuple[int, ...], ...]]) -> torch.Tensor:
-    """(B, most thoughts, largest target set) token ids, -1 where there is none."""
+    """Per row, per thought, a group of token ids (a step's key content, a step's text, CoLaR's
+    compressed tokens) as one (B, most thoughts, largest group) tensor, -1 where there is none."""
     thoughts = max(map(len, rows), default=0)
     width = max((len(target) for row in rows for target in row), default=0) or 1
     padded = torch.full((len(rows), thoughts, width), -1, dtype=torch.long)
